@@ -1,0 +1,59 @@
+# crossfade: every target creates or refreshes the virtual environment it needs.
+# `make` alone lists the targets with their descriptions.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+export CROSSFADE_DATA_ROOT ?= $(CURDIR)/.crossfade
+export PREFECT_HOME ?= $(CROSSFADE_DATA_ROOT)/prefect
+export OPENBLAS_NUM_THREADS ?= 1
+export MPLBACKEND ?= Agg
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format typecheck doctor bench clean lock
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "; printf "crossfade make targets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): $(LOCK) requirements-nodeps.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --python $(BIN)/python $(LOCK)
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -r requirements-nodeps.txt
+	$(BIN)/uv pip install --python $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv from the lock file (no-op when up to date)
+
+lock: ## Re-pin requirements.lock from pyproject.toml (no index URLs recorded)
+	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv==$(UV_VERSION); }
+	$(BIN)/uv pip compile pyproject.toml --extra dev --no-emit-index-url --python-version 3.11 -o $(LOCK)
+
+run: $(STAMP) ## Run the main job end to end on the embedded default (local profile)
+	$(BIN)/crossfade run
+
+test: $(STAMP) ## Run the whole test suite (unit, integration, drills)
+	$(BIN)/python -m pytest tests
+
+lint: $(STAMP) ## Ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP) ## mypy on the core package
+	$(BIN)/mypy
+
+doctor: $(STAMP) ## Show stack versions, active profile and whether its endpoints answer
+	$(BIN)/crossfade doctor
+
+bench: $(STAMP) ## Run the benchmarks and rewrite docs/benchmarks.md
+	$(BIN)/python -m benchmarks.run
+
+clean: ## Remove generated data, caches and the virtual environment
+	rm -rf $(VENV) .crossfade .pytest_cache .mypy_cache .ruff_cache build dist *.egg-info

@@ -1,0 +1,198 @@
+"""Typed, strict settings: `configs/<profile>.yaml`, overridden by `CROSSFADE_*` env vars.
+
+Precedence, highest first: keyword overrides passed to `load_settings`, environment variables
+(`CROSSFADE_DATA_ROOT`, nested with `__`, e.g. `CROSSFADE_SIMULATOR__USERS=500`), the profile's
+YAML file, then the defaults below. Unknown keys anywhere are an error, so a typo in a config
+file fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+Profile = Literal["local", "services", "cluster"]
+PROFILES: tuple[str, ...] = ("local", "services", "cluster")
+ENV_PREFIX = "CROSSFADE_"
+_yaml_file: ContextVar[Path | None] = ContextVar("crossfade_yaml_file", default=None)
+
+
+class StrictModel(BaseModel):
+    """Base for nested settings: unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SimulatorSettings(StrictModel):
+    """Size and shape of the simulated listening world."""
+
+    users: int = Field(1_000, ge=1)
+    days: int = Field(14, ge=1, le=366)
+    start_date: date = date(2026, 1, 5)
+    artists: int = Field(400, ge=2)
+    tracks: int = Field(4_000, ge=10)
+    episodes: int = Field(300, ge=0)
+    latent_dim: int = Field(16, ge=2, le=128)
+    premium_share: float = Field(0.45, ge=0, le=1)
+    minor_share: float = Field(0.12, ge=0, le=1)
+    new_user_share: float = Field(0.10, ge=0, le=1, description="listeners who sign up in-window")
+    new_release_share: float = Field(0.05, ge=0, le=1, description="items released in-window")
+    bot_share: float = Field(0.02, ge=0, le=0.5)
+    bot_ring_size: int = Field(6, ge=1)
+    sessions_per_active_day: float = Field(1.6, gt=0)
+    mean_session_length: float = Field(14.0, gt=1)
+
+
+class ValidationSettings(StrictModel):
+    """Thresholds of the ingestion gate."""
+
+    max_future_skew_minutes: int = Field(5, ge=0)
+    volume_min_ratio: float = Field(0.2, gt=0, description="vs. previous accepted batch")
+    volume_max_ratio: float = Field(5.0, gt=1)
+    sample_rows: int = Field(5, ge=1, le=50, description="offending rows shown per failure")
+    build_data_docs: bool = True
+
+
+class IngestSettings(StrictModel):
+    """Retry policy of the ingest flow's tasks."""
+
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(1.0, ge=0)
+
+
+class ServicesSettings(StrictModel):
+    """Endpoints of external servers; None means the embedded default is used."""
+
+    tracking_uri: str | None = None
+    postgres_dsn: str | None = None
+    redis_url: str | None = None
+    prefect_api_url: str | None = None
+
+
+class Settings(BaseSettings):
+    """All of crossfade's configuration, validated once at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    profile: Profile = "local"
+    config_dir: Path | None = None
+    data_root: Path = Path(".crossfade")
+    seed: int = 42
+    simulator: SimulatorSettings = SimulatorSettings()
+    validation: ValidationSettings = ValidationSettings()
+    ingest: IngestSettings = IngestSettings()
+    services: ServicesSettings = ServicesSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order the sources: overrides, then env, then the profile's YAML file."""
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        yaml_file = _yaml_file.get()
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _absolute_data_root(self) -> Settings:
+        object.__setattr__(self, "data_root", self.data_root.expanduser().resolve())
+        return self
+
+    # Every generated file lives under data_root; these are its well-known places.
+    @property
+    def lake_dir(self) -> Path:
+        """Published, validated Parquet tables partitioned by date."""
+        return self.data_root / "lake"
+
+    @property
+    def staging_dir(self) -> Path:
+        """Batches waiting for validation."""
+        return self.data_root / "staging"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Rejected batches, kept whole with their validation report."""
+        return self.data_root / "quarantine"
+
+    @property
+    def reports_dir(self) -> Path:
+        """Validation results, GX Data Docs and run reports."""
+        return self.data_root / "reports"
+
+    @property
+    def truth_dir(self) -> Path:
+        """Simulator ground truth (true affinities, bot labels), apart from observable logs."""
+        return self.data_root / "truth"
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLflow tracking URI: the configured server, else SQLite under the data root."""
+        return self.services.tracking_uri or f"sqlite:///{self.data_root / 'mlflow.db'}"
+
+
+def default_config_dir() -> Path:
+    """The repository's `configs/` folder (override with CROSSFADE_CONFIG_DIR)."""
+    env = os.environ.get(f"{ENV_PREFIX}CONFIG_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "configs"
+
+
+class SettingsError(ValueError):
+    """The configuration is invalid; the message names the file and the offending keys."""
+
+
+def _reject_unknown_env() -> None:
+    """Fail on a CROSSFADE_* variable that names no setting (a typo would be ignored silently)."""
+    known = {name.upper() for name in Settings.model_fields}
+    unknown = sorted(
+        key
+        for key in os.environ
+        if key.startswith(ENV_PREFIX) and key[len(ENV_PREFIX) :].split("__")[0] not in known
+    )
+    if unknown:
+        raise SettingsError(
+            f"unknown environment variable(s) {', '.join(unknown)}; "
+            f"settings are {', '.join(ENV_PREFIX + k for k in sorted(known))}"
+        )
+
+
+def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
+    """Load and validate the settings of a profile (default: CROSSFADE_PROFILE or `local`)."""
+    name = profile or os.environ.get(f"{ENV_PREFIX}PROFILE") or "local"
+    if name not in PROFILES:
+        raise SettingsError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
+    _reject_unknown_env()
+    path = default_config_dir() / f"{name}.yaml"
+    if not path.is_file():
+        raise SettingsError(f"profile {name!r} has no config file at {path}")
+    token = _yaml_file.set(path)
+    try:
+        return Settings(profile=name, **overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise SettingsError(f"invalid settings (profile {name!r}, {path}): {problems}") from None
+    finally:
+        _yaml_file.reset(token)

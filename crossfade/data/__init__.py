@@ -1,0 +1,1 @@
+"""Data: contracts, the simulated world, real-data adapters and lake I/O."""

@@ -1,0 +1,53 @@
+"""Closed value domains of the data contracts (tiers, markets, devices, ...).
+
+Validation, the simulator and the importers all read these tuples, so a value that one of
+them produces is always one the others accept.
+"""
+
+from __future__ import annotations
+
+TIERS = ("premium", "ad_supported")
+AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45-54", "55+")
+MINOR_AGE_BUCKETS = ("13-17",)
+COUNTRIES = ("US", "GB", "DE", "FR", "SE", "BR", "MX", "ES", "JP", "IN", "NG", "ID")
+LANGUAGES = ("en", "de", "fr", "sv", "pt", "es", "ja", "hi", "yo", "id", "ko", "instrumental")
+CONTENT_TYPES = ("track", "episode")
+MUSIC_GENRES = (
+    "pop",
+    "hip_hop",
+    "rock",
+    "electronic",
+    "latin",
+    "rnb",
+    "indie",
+    "classical",
+    "jazz",
+    "country",
+    "kpop",
+    "afrobeats",
+    "metal",
+    "schlager",
+    "jpop",
+    "bollywood",
+)
+PODCAST_GENRES = ("news", "comedy", "true_crime", "sports", "education")
+GENRES = MUSIC_GENRES + PODCAST_GENRES + ("unknown",)
+REASONS_START = ("trackdone", "clickrow", "fwdbtn", "backbtn", "playbtn", "autoplay", "remote")
+REASONS_END = ("trackdone", "fwdbtn", "backbtn", "endplay", "logout", "remote")
+CONTEXT_TYPES = (
+    "playlist",
+    "album",
+    "artist",
+    "radio",
+    "home_shelf",
+    "discover_weekly",
+    "search",
+    "collection",
+    "podcast_show",
+    "unknown",
+)
+DEVICES = ("phone", "desktop", "tablet", "speaker", "tv", "car", "web", "unknown")
+PLATFORMS = ("ios", "android", "windows", "macos", "linux", "web", "cast", "unknown")
+
+# A play counts as a stream (and pays out) after 30 s: stream farms aim just over it.
+STREAM_THRESHOLD_MS = 30_000
