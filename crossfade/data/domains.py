@@ -7,10 +7,30 @@ them produces is always one the others accept.
 from __future__ import annotations
 
 TIERS = ("premium", "ad_supported")
-AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45-54", "55+")
-MINOR_AGE_BUCKETS = ("13-17",)
-COUNTRIES = ("US", "GB", "DE", "FR", "SE", "BR", "MX", "ES", "JP", "IN", "NG", "ID")
-LANGUAGES = ("en", "de", "fr", "sv", "pt", "es", "ja", "hi", "yo", "id", "ko", "instrumental")
+UNKNOWN = "unknown"
+# Imported data may not know a listener's age: "unknown" is treated like a minor wherever
+# age matters (explicit content), the safe default.
+AGE_BUCKETS = ("13-17", "18-24", "25-34", "35-44", "45-54", "55+", UNKNOWN)
+MINOR_AGE_BUCKETS = ("13-17", UNKNOWN)
+# Markets the simulated world has; "ZZ" (ISO user-assigned) marks an unknown or other country.
+MARKETS = ("US", "GB", "DE", "FR", "SE", "BR", "MX", "ES", "JP", "IN", "NG", "ID")
+UNKNOWN_COUNTRY = "ZZ"
+COUNTRIES = (*MARKETS, UNKNOWN_COUNTRY)
+LANGUAGES = (
+    "en",
+    "de",
+    "fr",
+    "sv",
+    "pt",
+    "es",
+    "ja",
+    "hi",
+    "yo",
+    "id",
+    "ko",
+    "instrumental",
+    UNKNOWN,
+)
 CONTENT_TYPES = ("track", "episode")
 MUSIC_GENRES = (
     "pop",
