@@ -223,6 +223,7 @@ def publish_batch(batch_dir: Path, lake_dir: Path) -> dict[str, Any]:
         manifest = {
             "batch_id": info.batch_id,
             "source": info.source,
+            "fingerprint": info.details.get("fingerprint"),
             "window_start": info.window_start.isoformat(),
             "window_end": info.window_end.isoformat(),
             "published_at": datetime.now(UTC).isoformat(),
@@ -245,6 +246,28 @@ def manifests(lake_dir: Path) -> list[dict[str, Any]]:
         return []
     found = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     return sorted(found, key=lambda m: (m["published_at"], m["batch_id"]))
+
+
+def published_fingerprints(lake_dir: Path) -> dict[str, str]:
+    """Fingerprint -> batch id of every published batch, to make re-ingestion a no-op."""
+    return {m["fingerprint"]: m["batch_id"] for m in manifests(lake_dir) if m.get("fingerprint")}
+
+
+def staged_row_counts(batch_dir: Path) -> tuple[dict[str, int], list[str]]:
+    """Rows per table of a staged batch from Parquet footers, and the files that are unreadable."""
+    counts: dict[str, int] = {}
+    unreadable: list[str] = []
+    for folder in sorted(p for p in batch_dir.iterdir() if p.is_dir()):
+        total = 0
+        for path in sorted(folder.rglob("*")):
+            if not path.is_file() or path.name.startswith("."):
+                continue
+            try:
+                total += pq.ParquetFile(path).metadata.num_rows
+            except (OSError, pa.ArrowException):
+                unreadable.append(str(path.relative_to(batch_dir)))
+        counts[folder.name] = total
+    return counts, unreadable
 
 
 def last_accepted_counts(lake_dir: Path) -> dict[str, int] | None:

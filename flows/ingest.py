@@ -1,0 +1,249 @@
+"""Ingest flow: stage a batch (simulate, import or given), validate it, then publish or quarantine.
+
+The flow is thin: staging, validation and lake I/O live in `crossfade` and `validation`.
+It adds retries where a step is safe to repeat, Prefect artifacts that summarise the outcome,
+and one rule: a batch is published whole or quarantined whole, so rows accepted plus rows
+quarantined always equal rows received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from crossfade.config import Settings, load_settings
+from crossfade.data import lake
+from crossfade.log import get_logger
+from validation import validate_batch
+from validation.result import ValidationResult
+
+log = get_logger("flows.ingest")
+
+
+@dataclass
+class IngestOutcome:
+    """What an ingest run did, for the CLI, artifacts and the run report."""
+
+    batch_id: str
+    status: str  # "published" | "quarantined" | "skipped"
+    rows_received: int
+    rows_accepted: int
+    rows_quarantined: int
+    location: str  # lake manifest, quarantine folder, or the earlier batch when skipped
+    report_path: str | None = None
+    data_docs: str | None = None
+    failures: list[str] = field(default_factory=list)
+    flow_run_id: str | None = None
+    flow_run_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+class BatchRejected(RuntimeError):
+    """The batch failed validation and was quarantined; carries the outcome."""
+
+    def __init__(self, outcome: IngestOutcome) -> None:
+        super().__init__(
+            f"batch {outcome.batch_id} rejected and quarantined at {outcome.location}: "
+            + "; ".join(outcome.failures[:5])
+        )
+        self.outcome = outcome
+
+
+def simulation_fingerprint(settings: Settings, seed: int, overrides: dict[str, int]) -> str:
+    """Identify a simulated batch by what produced it, so re-running ingest is a no-op."""
+    sim = settings.simulator.model_copy(update=overrides).model_dump(mode="json")
+    payload = json.dumps({"source": "simulator", "seed": seed, "simulator": sim}, sort_keys=True)
+    return "sim-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def file_fingerprint(fmt: str, path: Path) -> str:
+    """Identify an imported dataset by its format and the bytes of its files."""
+    digest = hashlib.sha256(fmt.encode())
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for item in files:
+        digest.update(item.name.encode())
+        with item.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return f"{fmt}-" + digest.hexdigest()[:24]
+
+
+def _tag_batch(batch_dir: Path, fingerprint: str) -> None:
+    info = lake.read_batch_info(batch_dir)
+    info.details["fingerprint"] = fingerprint
+    lake.update_batch_info(batch_dir, info)
+
+
+@task(name="stage-simulation", cache_policy=NO_CACHE)
+def stage_simulation(settings: Settings, seed: int, overrides: dict[str, int]) -> Path:
+    """Simulate the listening world into a staged batch."""
+    from crossfade.data.simulator import simulate
+
+    sim = settings.simulator.model_copy(update=overrides)
+    return simulate(sim, seed, settings.staging_dir, settings.truth_dir)
+
+
+@task(name="stage-import", cache_policy=NO_CACHE)
+def stage_import(settings: Settings, fmt: str, path: Path) -> Path:
+    """Map a real dataset onto the contracts as a staged batch."""
+    from crossfade.data.importers import import_path
+
+    return import_path(fmt, path, settings.staging_dir)
+
+
+@task(name="validate", cache_policy=NO_CACHE)
+def validate(settings: Settings, batch_dir: Path) -> ValidationResult:
+    """Run the GX gate over the staged batch."""
+    return validate_batch(batch_dir, settings)
+
+
+@task(name="publish", cache_policy=NO_CACHE)
+def publish(settings: Settings, batch_dir: Path) -> dict[str, Any]:
+    """Publish the batch to the lake, all or nothing (safe to retry)."""
+    return lake.publish_batch(batch_dir, settings.lake_dir)
+
+
+@task(name="quarantine", cache_policy=NO_CACHE)
+def quarantine(settings: Settings, batch_dir: Path, result: ValidationResult) -> Path:
+    """Move the whole batch to quarantine with its validation report."""
+    return lake.quarantine_batch(batch_dir, settings.quarantine_dir, result.to_dict())
+
+
+def _with_retries(settings: Settings, fn: Any) -> Any:
+    return fn.with_options(
+        retries=settings.ingest.retries, retry_delay_seconds=settings.ingest.retry_delay_seconds
+    )
+
+
+def _publish_artifacts(outcome: IngestOutcome, counts: dict[str, int]) -> None:
+    verdict = {"published": "✅ published", "quarantined": "⛔ quarantined", "skipped": "⏭ skipped"}
+    lines = [
+        f"# Ingest {outcome.batch_id}: {verdict[outcome.status]}",
+        "",
+        f"- rows received: {outcome.rows_received:,}",
+        f"- rows accepted: {outcome.rows_accepted:,}",
+        f"- rows quarantined: {outcome.rows_quarantined:,}",
+        f"- location: `{outcome.location}`",
+    ]
+    if outcome.report_path:
+        lines.append(f"- validation report: `{outcome.report_path}`")
+    if outcome.data_docs:
+        lines.append(f"- Data Docs: [{outcome.data_docs}](file://{outcome.data_docs})")
+    if outcome.failures:
+        lines += ["", "## Failed checks", "", *[f"- {line}" for line in outcome.failures]]
+    create_markdown_artifact("\n".join(lines), key="ingest-summary", description="ingest outcome")
+    if counts:
+        create_table_artifact(
+            [{"table": k, "rows": v} for k, v in counts.items()],
+            key="ingest-row-counts",
+            description="rows per table in the batch",
+        )
+
+
+def _import_or_quarantine(
+    settings: Settings, fmt: str, path: Path, run_id: str, run_name: str
+) -> Path:
+    """Import a dataset; if it cannot even be read, keep the raw files in quarantine."""
+    from crossfade.data.importers import ImportFormatError
+
+    try:
+        return stage_import(settings, fmt, path)  # not retried: a bad file stays bad
+    except ImportFormatError as exc:
+        batch_id = lake.new_batch_id(f"{fmt}-rejected")
+        report = {"batch_id": batch_id, "success": False, "error": str(exc), "input": str(path)}
+        where = lake.quarantine_files([path], settings.quarantine_dir, batch_id, report)
+        outcome = IngestOutcome(
+            batch_id=batch_id, status="quarantined", rows_received=0, rows_accepted=0,
+            rows_quarantined=0, location=str(where), failures=[f"unreadable input: {exc}"],
+            flow_run_id=run_id, flow_run_name=run_name,
+        )  # fmt: skip
+        _publish_artifacts(outcome, {})
+        raise BatchRejected(outcome) from None
+
+
+@flow(name="ingest")
+def ingest_flow(
+    batch: str | None = None,
+    fmt: str | None = None,
+    path: str | None = None,
+    users: int | None = None,
+    days: int | None = None,
+    seed: int | None = None,
+    profile: str | None = None,
+) -> dict[str, Any]:
+    """Stage, validate, then publish or quarantine one batch; raises BatchRejected on rejection.
+
+    With no arguments the batch is a freshly simulated world from the profile's settings.
+    `batch` ingests an already staged batch; `fmt` + `path` import a real dataset.
+    """
+    settings = load_settings(profile)
+    run_id, run_name = str(flow_run.id or ""), str(flow_run.name or "")
+    if batch:
+        batch_dir = Path(batch)
+        fingerprint = lake.read_batch_info(batch_dir).details.get("fingerprint")
+    elif fmt:
+        if path is None:
+            raise ValueError("importing needs a path as well as a format")
+        fingerprint = file_fingerprint(fmt, Path(path))
+        batch_dir = None
+    else:
+        overrides = {k: v for k, v in {"users": users, "days": days}.items() if v is not None}
+        seed = settings.seed if seed is None else seed
+        fingerprint = simulation_fingerprint(settings, seed, overrides)
+        batch_dir = None
+
+    earlier = lake.published_fingerprints(settings.lake_dir).get(fingerprint or "")
+    if earlier:
+        outcome = IngestOutcome(
+            batch_id=earlier, status="skipped", rows_received=0, rows_accepted=0,
+            rows_quarantined=0, location=f"{settings.lake_dir / lake.MANIFESTS / earlier}.json",
+            failures=[f"identical data already published as batch {earlier}"],
+            flow_run_id=run_id, flow_run_name=run_name,
+        )  # fmt: skip
+        _publish_artifacts(outcome, {})
+        return outcome.to_dict()
+
+    if batch_dir is None and fmt:
+        batch_dir = _import_or_quarantine(settings, fmt, Path(path or ""), run_id, run_name)
+    elif batch_dir is None:
+        batch_dir = _with_retries(settings, stage_simulation)(settings, seed or 0, overrides)
+    assert batch_dir is not None
+    if fingerprint:
+        _tag_batch(batch_dir, fingerprint)
+
+    counts, _ = lake.staged_row_counts(batch_dir)
+    received = sum(counts.values())
+    result = validate(settings, batch_dir)
+    if result.success:
+        manifest = _with_retries(settings, publish)(settings, batch_dir)
+        outcome = IngestOutcome(
+            batch_id=result.batch_id, status="published", rows_received=received,
+            rows_accepted=sum(manifest["row_counts"].values()), rows_quarantined=0,
+            location=str(settings.lake_dir / lake.MANIFESTS / f"{result.batch_id}.json"),
+            report_path=result.report_path, data_docs=result.data_docs,
+            flow_run_id=run_id, flow_run_name=run_name,
+        )  # fmt: skip
+    else:
+        where = quarantine(settings, batch_dir, result)
+        outcome = IngestOutcome(
+            batch_id=result.batch_id, status="quarantined", rows_received=received,
+            rows_accepted=0, rows_quarantined=received, location=str(where),
+            report_path=result.report_path, data_docs=result.data_docs,
+            failures=result.summary_lines(), flow_run_id=run_id, flow_run_name=run_name,
+        )  # fmt: skip
+    log.info("ingest finished", extra={"batch_id": outcome.batch_id, "status": outcome.status})
+    _publish_artifacts(outcome, counts)
+    if outcome.status == "quarantined":
+        raise BatchRejected(outcome)
+    return outcome.to_dict()
