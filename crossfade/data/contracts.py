@@ -55,7 +55,7 @@ USERS = Contract(
     name="users",
     key=C.USER_ID,
     dimension=True,
-    description="Listeners, one row per pseudonymous id (keyed hash; never a raw account id).",
+    description="Listeners, one row per pseudonymous id (never a raw account id).",
     schema=pa.schema(
         [
             _f(C.USER_ID, pa.string(), doc="pseudonymous listener id"),
