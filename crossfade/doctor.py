@@ -82,7 +82,7 @@ def check_redis(url: str) -> Check:
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
         client.ping()
-        info = client.info("server")
+        info: dict[str, object] = client.info("server")  # type: ignore[assignment]
         return Check("redis", safe, True, f"server {info.get('redis_version', '?')}")
     except redis.RedisError as exc:
         return Check("redis", safe, False, str(exc))
