@@ -11,9 +11,11 @@ export CROSSFADE_DATA_ROOT ?= $(CURDIR)/.crossfade
 export PREFECT_HOME ?= $(CROSSFADE_DATA_ROOT)/prefect
 export OPENBLAS_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+UI_HOST := 127.0.0.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format typecheck doctor bench clean lock
+.PHONY: help install run test lint format typecheck doctor ui bench clean lock
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "crossfade make targets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -51,6 +53,15 @@ typecheck: $(STAMP) ## mypy on the core package
 
 doctor: $(STAMP) ## Show stack versions, active profile and whether its endpoints answer
 	$(BIN)/crossfade doctor
+
+ui: $(STAMP) ## Browse flow runs (Prefect UI :4200) and experiments (MLflow UI :5000); Ctrl-C stops
+	@mkdir -p $(CROSSFADE_DATA_ROOT)
+	@echo "Prefect UI: http://$(UI_HOST):4200   MLflow UI: http://$(UI_HOST):5000"
+	@trap 'kill 0' INT TERM EXIT; \
+	$(BIN)/prefect server start --host $(UI_HOST) --port 4200 & \
+	$(BIN)/mlflow ui --host $(UI_HOST) --port 5000 \
+		--backend-store-uri sqlite:///$(CROSSFADE_DATA_ROOT)/mlflow.db & \
+	wait
 
 bench: $(STAMP) ## Run the benchmarks and rewrite docs/benchmarks.md
 	$(BIN)/python -m benchmarks.run

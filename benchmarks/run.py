@@ -1,0 +1,18 @@
+"""Run every benchmark in turn; each rewrites its own section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import runpy
+
+BENCHMARKS = ("benchmarks.simulate", "benchmarks.validate")
+
+
+def main() -> None:
+    """Run the benchmarks as if each were started with `python -m`."""
+    for name in BENCHMARKS:
+        print(f"== {name}")
+        runpy.run_module(name, run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
