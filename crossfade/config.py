@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from contextvars import ContextVar
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,7 +39,9 @@ class SimulatorSettings(StrictModel):
 
     users: int = Field(1_000, ge=1)
     days: int = Field(14, ge=1, le=366)
-    start_date: date = date(2026, 1, 5)
+    start_date: date = Field(
+        description="first simulated day; 'auto' or omitted: the `days` days before today (UTC)"
+    )
     artists: int = Field(400, ge=2)
     tracks: int = Field(4_000, ge=10)
     episodes: int = Field(300, ge=0)
@@ -52,6 +54,15 @@ class SimulatorSettings(StrictModel):
     bot_ring_size: int = Field(6, ge=1)
     sessions_per_active_day: float = Field(1.6, gt=0)
     mean_session_length: float = Field(14.0, gt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto_start(cls, data: Any) -> Any:
+        # A world that ends yesterday has fresh features today; tests pin start_date.
+        if isinstance(data, dict) and data.get("start_date") in (None, "auto"):
+            days = int(data.get("days", cls.model_fields["days"].default))
+            data = {**data, "start_date": datetime.now(UTC).date() - timedelta(days=days)}
+        return data
 
 
 class ValidationSettings(StrictModel):
@@ -69,6 +80,21 @@ class IngestSettings(StrictModel):
 
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(1.0, ge=0)
+
+
+class FeatureSettings(StrictModel):
+    """Feature store: Feast project, freshness budgets per view, the minimization policy."""
+
+    project: str = Field("crossfade", pattern=r"^[a-z][a-z0-9_]*$")
+    freshness_hours: dict[str, float] = Field(
+        default_factory=lambda: {
+            "user_listening_stats": 36.0,
+            "item_stats": 36.0,
+            "artist_stats": 36.0,
+        },
+        description="a served value older than this is stale and replaced by its default",
+    )
+    policy_file: str = Field("feature_policy.yaml", description="in the config folder")
 
 
 class ServicesSettings(StrictModel):
@@ -94,9 +120,12 @@ class Settings(BaseSettings):
     config_dir: Path | None = None
     data_root: Path = Path(".crossfade")
     seed: int = 42
-    simulator: SimulatorSettings = SimulatorSettings()
+    simulator: SimulatorSettings = Field(
+        default_factory=lambda: SimulatorSettings.model_validate({})
+    )
     validation: ValidationSettings = ValidationSettings()
     ingest: IngestSettings = IngestSettings()
+    features: FeatureSettings = FeatureSettings()
     services: ServicesSettings = ServicesSettings()
 
     @classmethod
@@ -145,6 +174,16 @@ class Settings(BaseSettings):
     def truth_dir(self) -> Path:
         """Simulator ground truth (true affinities, bot labels), apart from observable logs."""
         return self.data_root / "truth"
+
+    @property
+    def features_dir(self) -> Path:
+        """Offline feature tables (Parquet) and the Feast registry and SQLite online store."""
+        return self.data_root / "features"
+
+    @property
+    def config_path(self) -> Path:
+        """The configs folder these settings were loaded from."""
+        return self.config_dir or default_config_dir()
 
     @property
     def tracking_uri(self) -> str:
