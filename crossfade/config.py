@@ -34,13 +34,19 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _days_before_today(days: int) -> date:
+    """A window of `days` days ending yesterday (UTC), so features computed today are fresh."""
+    return datetime.now(UTC).date() - timedelta(days=days)
+
+
 class SimulatorSettings(StrictModel):
     """Size and shape of the simulated listening world."""
 
     users: int = Field(1_000, ge=1)
     days: int = Field(14, ge=1, le=366)
     start_date: date = Field(
-        description="first simulated day; 'auto' or omitted: the `days` days before today (UTC)"
+        default_factory=lambda data: _days_before_today(data["days"]),
+        description="first simulated day; 'auto' or omitted: the `days` days before today (UTC)",
     )
     artists: int = Field(400, ge=2)
     tracks: int = Field(4_000, ge=10)
@@ -59,9 +65,8 @@ class SimulatorSettings(StrictModel):
     @classmethod
     def _auto_start(cls, data: Any) -> Any:
         # A world that ends yesterday has fresh features today; tests pin start_date.
-        if isinstance(data, dict) and data.get("start_date") in (None, "auto"):
-            days = int(data.get("days", cls.model_fields["days"].default))
-            data = {**data, "start_date": datetime.now(UTC).date() - timedelta(days=days)}
+        if isinstance(data, dict) and data.get("start_date") == "auto":
+            data = {k: v for k, v in data.items() if k != "start_date"}
         return data
 
 

@@ -52,9 +52,113 @@ def run_ingest(**params: Any) -> dict[str, Any]:
     return outcome
 
 
+def run_features(profile: str | None) -> dict[str, Any]:
+    """Run the features flow, print its outcome, exit 1 when the tables were rejected."""
+    from flows.features import FeaturesRejected, features_flow
+
+    try:
+        outcome = features_flow(profile=profile)
+    except FeaturesRejected as exc:
+        lines = [f"  - {line}" for line in exc.outcome.failures]
+        console.print(
+            Panel(
+                "\n".join(
+                    [
+                        "[red]rejected[/red]: online store keeps its last good values",
+                        *lines,
+                        f"kept in {exc.outcome.quarantine}",
+                    ]
+                ),
+                title="features",
+                border_style="red",
+            )
+        )
+        raise typer.Exit(1) from None
+    colour = "green" if outcome["status"] == "materialized" else "yellow"
+    lines = [f"status     [{colour}]{outcome['status']}[/{colour}]"]
+    lines += [f"{view:<22} {rows:,} rows" for view, rows in outcome["rows"].items()]
+    if outcome.get("materialized_until"):
+        lines.append(f"online     materialized until {outcome['materialized_until']}")
+    lines += [f"  - {line}" for line in outcome.get("failures", [])]
+    console.print(Panel("\n".join(lines), title="features", border_style=colour))
+    return outcome
+
+
+def _features_commands(root: typer.Typer) -> None:
+    features_app = typer.Typer(
+        help="Feature store: apply, materialize, inspect.", no_args_is_help=True
+    )
+    root.add_typer(features_app, name="features")
+
+    @features_app.command("apply")
+    def features_apply(profile: ProfileOption = None) -> None:
+        """Register the Feast entities, views and feature services (feast apply)."""
+        from feature_repo.definitions import build_definitions
+        from feature_repo.store import open_store
+
+        settings = settings_or_exit(profile)
+        store = open_store(settings)
+        defs = build_definitions(settings.features_dir)
+        store.apply(defs.all())
+        console.print(
+            f"applied {len(defs.views)} feature views, 1 on-demand view and "
+            f"{len(defs.services)} feature services to project {settings.features.project}"
+        )
+
+    @features_app.command("materialize")
+    def features_materialize(profile: ProfileOption = None) -> None:
+        """Compute and validate feature tables from the lake, then materialize them online."""
+        settings_or_exit(profile)
+        run_features(profile)
+
+    @features_app.command("show")
+    def features_show(
+        user: Annotated[str, typer.Argument(help="pseudonymous listener id")],
+        profile: ProfileOption = None,
+    ) -> None:
+        """Print a listener's online features with their age and freshness."""
+        from rich.table import Table
+
+        from crossfade.features.online import OnlineFeatures
+        from crossfade.features.policy import load_policy
+        from feature_repo.online_reader import FeastOnlineReader
+        from feature_repo.store import open_store
+
+        settings = settings_or_exit(profile)
+        reader = FeastOnlineReader(open_store(settings), settings.features_dir)
+        policy = load_policy(settings.config_path / settings.features.policy_file)
+        vector = OnlineFeatures(reader, settings.features.freshness_hours, policy).user(user)
+        if vector.missing:
+            state = "[red]missing: no online row, documented defaults shown[/red]"
+        elif vector.stale:
+            state = (
+                f"[yellow]stale ({vector.age_seconds / 3600:.1f} h old): defaults shown[/yellow]"
+            )
+        else:
+            state = f"[green]fresh[/green], {(vector.age_seconds or 0) / 3600:.1f} h old"
+        console.print(f"listener {user}: {state}")
+        table = Table(show_edge=False)
+        table.add_column("feature")
+        table.add_column("value")
+        for name, value in vector.values.items():
+            shown = (
+                "[" + ", ".join(f"{v:.2f}" for v in value) + "]"
+                if isinstance(value, list | tuple)
+                else f"{value:.3f}"
+                if isinstance(value, float)
+                else str(value)
+            )
+            note = " (withheld by policy)" if name in vector.withheld else ""
+            table.add_row(name, shown + note)
+        console.print(table)
+        if vector.missing:
+            raise typer.Exit(1)
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
-    """Add `data ingest` and `run` to the CLI."""
+    """Add `data ingest`, `features ...` and `run` to the CLI."""
     data_app, root = groups["data"], groups["root"]
+    _features_commands(root)
 
     @data_app.command("ingest")
     def data_ingest(
@@ -88,11 +192,15 @@ def register(groups: dict[str, typer.Typer]) -> None:
 
     @root.command("run")
     def run(profile: ProfileOption = None) -> None:
-        """The main job on the embedded default: for now, ingest a freshly simulated world."""
+        """The main job on the embedded default: ingest a simulated world, then its features."""
         settings = settings_or_exit(profile)
         console.rule("crossfade main job")
         console.print(f"profile {settings.profile}, data root {settings.data_root}")
+        console.rule("1. ingest")
         run_ingest(profile=profile)
+        console.rule("2. features")
+        run_features(profile)
+        console.print(f"features    {settings.features_dir}")
         console.print(f"lake        {settings.lake_dir}")
         console.print(f"reports     {settings.reports_dir}")
         console.print(f"quarantine  {settings.quarantine_dir}")
