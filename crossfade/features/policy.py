@@ -78,24 +78,17 @@ class FeaturePolicy(BaseModel):
         out = frame.copy()
         if out.empty:
             return out
-        groups = out.groupby(
-            [out[country_col].fillna(D.UNKNOWN_COUNTRY), out[age_col].fillna(D.UNKNOWN)]
-        )
-        for (country, age), index in groups.groups.items():
-            for name in self.denied_features(str(country), str(age)):
-                if name in out.columns and name not in (country_col, age_col):
+        countries = out[country_col].fillna(D.UNKNOWN_COUNTRY).astype(str)
+        ages = out[age_col].fillna(D.UNKNOWN).astype(str)
+        pairs = sorted(set(zip(countries, ages, strict=True)))
+        # Age and country decide the policy, so every mask is taken before any is neutralized.
+        masks = [((countries == c) & (ages == a)).to_numpy() for c, a in pairs]
+        for (country, age), mask in zip(pairs, masks, strict=True):
+            for name in self.denied_features(country, age):
+                if name in out.columns:
                     default = catalog.BY_NAME[name].default
-                    out.loc[index, name] = pd.Series(
-                        [default] * len(index), index=index, dtype=object
-                    )
-        # Age and country decide the policy, so they are read first and neutralized last.
-        for name in (country_col, age_col):
-            if name in catalog.BY_NAME:
-                denied = [
-                    i for (c, a), idx in groups.groups.items()
-                    if name in self.denied_features(str(c), str(a)) for i in idx
-                ]  # fmt: skip
-                out.loc[denied, name] = catalog.BY_NAME[name].default
+                    rows = out.index[mask]
+                    out.loc[rows, name] = pd.Series([default] * len(rows), index=rows, dtype=object)
         return out
 
 

@@ -46,7 +46,8 @@ def _long(
     frame[EVENT_TIMESTAMP] = pd.to_datetime(frame[EVENT_TIMESTAMP], utc=True)
     for name, values in columns.items():
         if values.ndim == 3:
-            frame[name] = list(values.reshape(n_entities * n_days, -1).astype(np.float32))
+            rows = list(values.reshape(n_entities * n_days, -1).astype(np.float32))
+            frame[name] = pd.Series(rows, index=frame.index, dtype=object)
         else:
             frame[name] = values.reshape(-1)
     frame[CREATED] = pd.Timestamp(datetime.now(UTC))
@@ -63,7 +64,7 @@ def user_features(events: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame
     """Listener stats over 7 and 28 days, one row per listener and snapshot day."""
     first_day, n_days = _window(events)
     keys = pd.Index(users[C.USER_ID].unique())
-    codes = keys.get_indexer(events[C.USER_ID])
+    codes = keys.get_indexer(pd.Index(events[C.USER_ID]))
     known = codes >= 0
     ev = events.loc[known]
     codes = codes[known]
@@ -134,7 +135,7 @@ def item_features(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     """Item stats (plays, popularity, per-market plays, rates, content), per item and snapshot."""
     first_day, n_days = _window(events)
     keys = pd.Index(items[C.ITEM_ID].unique())
-    codes = keys.get_indexer(events[C.ITEM_ID])
+    codes = keys.get_indexer(pd.Index(events[C.ITEM_ID]))
     ev = events.loc[codes >= 0]
     codes = codes[codes >= 0]
     days = day_numbers(ev[C.TS], first_day)
@@ -185,7 +186,7 @@ def artist_features(
     first_day, n_days = _window(events)
     keys = pd.Index(artists[C.ARTIST_ID].unique())
     artist = events[C.ITEM_ID].map(items.set_index(C.ITEM_ID)[C.ARTIST_ID])
-    codes = keys.get_indexer(artist)
+    codes = keys.get_indexer(pd.Index(artist))
     ev = events.loc[codes >= 0]
     codes = codes[codes >= 0]
     days = day_numbers(ev[C.TS], first_day)
