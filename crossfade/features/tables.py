@@ -14,6 +14,7 @@ import pandas as pd
 
 from crossfade import columns as C
 from crossfade.data import domains as D
+from crossfade.features import catalog
 from crossfade.features.catalog import CREATED, EVENT_TIMESTAMP
 from crossfade.features.windows import (
     daily_counts,
@@ -175,7 +176,10 @@ def item_features(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     frame["item_genre"] = frame[C.ITEM_ID].map(meta[C.GENRE])
     frame["item_language"] = frame[C.ITEM_ID].map(meta[C.LANGUAGE])
     for feature in C.AUDIO_FEATURES:
-        frame[f"item_{feature}"] = frame[C.ITEM_ID].map(meta[feature]).astype(np.float32)
+        # Imported catalogues may lack audio features: the documented default stands in.
+        default = catalog.BY_NAME[f"item_{feature}"].default
+        values = frame[C.ITEM_ID].map(meta[feature]).astype(np.float32)
+        frame[f"item_{feature}"] = values.fillna(default).astype(np.float32)
     return frame
 
 
