@@ -105,6 +105,16 @@ def _features_commands(root: typer.Typer) -> None:
             f"{len(defs.services)} feature services to project {settings.features.project}"
         )
 
+    @features_app.command("docs")
+    def features_docs(profile: ProfileOption = None) -> None:
+        """Print docs/features.md: every feature, its source, budget and who may use it."""
+        from crossfade.features.docs import render_features_doc
+        from crossfade.features.policy import load_policy
+
+        settings = settings_or_exit(profile)
+        policy = load_policy(settings.config_path / settings.features.policy_file)
+        typer.echo(render_features_doc(settings.features.freshness_hours, policy), nl=False)
+
     @features_app.command("materialize")
     def features_materialize(profile: ProfileOption = None) -> None:
         """Compute and validate feature tables from the lake, then materialize them online."""

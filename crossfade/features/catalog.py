@@ -29,7 +29,10 @@ CREATED = "created"
 
 @dataclass(frozen=True)
 class FeatureSpec:
-    """One feature: what it is, where it comes from, how fresh it must be, who may use it."""
+    """One feature: what it is, where it comes from, its default and sensitivity class.
+
+    Freshness budgets are per view, in the settings (`features.freshness_hours`).
+    """
 
     name: str
     view: str
@@ -38,7 +41,6 @@ class FeatureSpec:
     description: str
     source: str
     sensitivity: Sensitivity
-    freshness_hours: int
     length: int | None = None  # for list features: the domain they are indexed by
 
     @property
@@ -54,12 +56,11 @@ def _vec(n: int) -> list[float]:
 _EV = "lake events"
 _U = "lake users"
 _I = "lake items"
-_DAY = 36  # daily batch snapshots: one day plus a margin for the materialization to land
 
 FEATURES: tuple[FeatureSpec, ...] = (
     # listener (user) features, snapshot at the start of each UTC day
     FeatureSpec(
-        "user_plays_7d", USER_VIEW, "int64", 0, "plays in the last 7 days", _EV, "behavioural", _DAY
+        "user_plays_7d", USER_VIEW, "int64", 0, "plays in the last 7 days", _EV, "behavioural"
     ),
     FeatureSpec(
         "user_plays_28d",
@@ -69,7 +70,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "plays in the last 28 days",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "user_skip_rate_7d",
@@ -79,7 +79,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays skipped, 7 days",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "user_skip_rate_28d",
@@ -89,7 +88,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays skipped, 28 days",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "user_completion_rate_28d",
@@ -99,7 +97,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays that ended at the track's end",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "user_save_rate_28d",
@@ -109,7 +106,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays saved",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "user_distinct_artists_28d",
@@ -119,7 +115,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "distinct artists played, 28 days",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "user_genre_affinity_28d",
@@ -129,7 +124,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays per genre (domains.GENRES order)",
         _EV,
         "behavioural",
-        _DAY,
         len(D.GENRES),
     ),
     FeatureSpec(
@@ -140,7 +134,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays per language (domains.LANGUAGES order)",
         _EV,
         "behavioural",
-        _DAY,
         len(D.LANGUAGES),
     ),
     FeatureSpec(
@@ -151,7 +144,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays per UTC hour of day",
         _EV,
         "behavioural",
-        _DAY,
         24,
     ),
     FeatureSpec(
@@ -162,15 +154,12 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays per device (domains.DEVICES order)",
         _EV,
         "behavioural",
-        _DAY,
         len(D.DEVICES),
     ),
     FeatureSpec(
-        "user_tier", USER_VIEW, "string", "ad_supported", "subscription tier", _U, "account", _DAY
+        "user_tier", USER_VIEW, "string", "ad_supported", "subscription tier", _U, "account"
     ),
-    FeatureSpec(
-        "user_country", USER_VIEW, "string", D.UNKNOWN_COUNTRY, "market", _U, "location", _DAY
-    ),
+    FeatureSpec("user_country", USER_VIEW, "string", D.UNKNOWN_COUNTRY, "market", _U, "location"),
     FeatureSpec(
         "user_age_bucket",
         USER_VIEW,
@@ -179,14 +168,13 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "age bucket (unknown is treated as a minor)",
         _U,
         "demographic_age",
-        _DAY,
     ),
     FeatureSpec(
-        "user_days_since_signup", USER_VIEW, "int64", 0, "days since sign-up", _U, "account", _DAY
+        "user_days_since_signup", USER_VIEW, "int64", 0, "days since sign-up", _U, "account"
     ),
     # item (track or episode) features
     FeatureSpec(
-        "item_plays_7d", ITEM_VIEW, "int64", 0, "plays in the last 7 days", _EV, "behavioural", _DAY
+        "item_plays_7d", ITEM_VIEW, "int64", 0, "plays in the last 7 days", _EV, "behavioural"
     ),
     FeatureSpec(
         "item_plays_28d",
@@ -196,7 +184,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "plays in the last 28 days",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "item_popularity_28d",
@@ -206,7 +193,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "percentile of 28-day plays among items (0-1)",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "item_market_plays_28d",
@@ -216,7 +202,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "28-day plays per market (domains.MARKETS order)",
         _EV,
         "behavioural",
-        _DAY,
         len(D.MARKETS),
     ),
     FeatureSpec(
@@ -227,7 +212,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays skipped",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "item_save_rate_28d",
@@ -237,7 +221,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays saved",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "item_completion_rate_28d",
@@ -247,7 +230,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "share of plays completed",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "item_days_since_release",
@@ -257,9 +239,8 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "days since release (negative: not yet out)",
         _I,
         "content",
-        _DAY,
     ),
-    FeatureSpec("item_duration_ms", ITEM_VIEW, "int64", 210_000, "duration", _I, "content", _DAY),
+    FeatureSpec("item_duration_ms", ITEM_VIEW, "int64", 210_000, "duration", _I, "content"),
     FeatureSpec(
         "item_explicit",
         ITEM_VIEW,
@@ -268,13 +249,12 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "explicit content (missing: treated as explicit)",
         _I,
         "content",
-        _DAY,
     ),
     FeatureSpec(
-        "item_content_type", ITEM_VIEW, "string", "track", "track or episode", _I, "content", _DAY
+        "item_content_type", ITEM_VIEW, "string", "track", "track or episode", _I, "content"
     ),
-    FeatureSpec("item_genre", ITEM_VIEW, "string", D.UNKNOWN, "genre", _I, "content", _DAY),
-    FeatureSpec("item_language", ITEM_VIEW, "string", D.UNKNOWN, "language", _I, "content", _DAY),
+    FeatureSpec("item_genre", ITEM_VIEW, "string", D.UNKNOWN, "genre", _I, "content"),
+    FeatureSpec("item_language", ITEM_VIEW, "string", D.UNKNOWN, "language", _I, "content"),
     FeatureSpec(
         "item_danceability",
         ITEM_VIEW,
@@ -283,15 +263,10 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "audio: danceability 0-1",
         _I,
         "content",
-        _DAY,
     ),
-    FeatureSpec("item_energy", ITEM_VIEW, "float32", 0.5, "audio: energy 0-1", _I, "content", _DAY),
-    FeatureSpec(
-        "item_valence", ITEM_VIEW, "float32", 0.5, "audio: valence 0-1", _I, "content", _DAY
-    ),
-    FeatureSpec(
-        "item_tempo", ITEM_VIEW, "float32", 120.0, "audio: tempo (BPM)", _I, "content", _DAY
-    ),
+    FeatureSpec("item_energy", ITEM_VIEW, "float32", 0.5, "audio: energy 0-1", _I, "content"),
+    FeatureSpec("item_valence", ITEM_VIEW, "float32", 0.5, "audio: valence 0-1", _I, "content"),
+    FeatureSpec("item_tempo", ITEM_VIEW, "float32", 120.0, "audio: tempo (BPM)", _I, "content"),
     FeatureSpec(
         "item_acousticness",
         ITEM_VIEW,
@@ -300,10 +275,9 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "audio: acousticness 0-1",
         _I,
         "content",
-        _DAY,
     ),
     FeatureSpec(
-        "item_speechiness", ITEM_VIEW, "float32", 0.1, "audio: speechiness 0-1", _I, "content", _DAY
+        "item_speechiness", ITEM_VIEW, "float32", 0.1, "audio: speechiness 0-1", _I, "content"
     ),
     # artist features
     FeatureSpec(
@@ -314,7 +288,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "distinct listeners, 7 days",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "artist_listeners_28d",
@@ -324,7 +297,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "distinct listeners, 28 days",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "artist_listener_growth_7d",
@@ -334,7 +306,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "listeners last 7 days vs the 7 before, minus 1",
         _EV,
         "behavioural",
-        _DAY,
     ),
     FeatureSpec(
         "artist_followers",
@@ -344,7 +315,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "follows recorded so far",
         _EV,
         "behavioural",
-        _DAY,
     ),
     # request context (on demand, computed per request)
     FeatureSpec(
@@ -355,7 +325,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "hour of day in the listener's time zone",
         "request",
         "context",
-        0,
     ),
     FeatureSpec(
         "ctx_day_of_week_local",
@@ -365,7 +334,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "day of week (Mon=0) in the listener's time zone",
         "request",
         "context",
-        0,
     ),
     FeatureSpec(
         "ctx_is_weekend",
@@ -375,7 +343,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "1 on Saturday and Sunday, local time",
         "request",
         "context",
-        0,
     ),
     FeatureSpec(
         "ctx_device",
@@ -385,7 +352,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "device of the request",
         "request",
         "context",
-        0,
     ),
     FeatureSpec(
         "ctx_platform",
@@ -395,7 +361,6 @@ FEATURES: tuple[FeatureSpec, ...] = (
         "platform of the request",
         "request",
         "context",
-        0,
     ),
 )
 
