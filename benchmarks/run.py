@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import runpy
 
-BENCHMARKS = ("benchmarks.simulate", "benchmarks.validate")
+BENCHMARKS = ("benchmarks.simulate", "benchmarks.validate", "benchmarks.online_features")
 
 
 def main() -> None:

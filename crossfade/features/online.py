@@ -179,6 +179,11 @@ class OnlineFeatures:
             self.counters["item_cache_loads"] += 1
             return self._items
 
+    def warm(self) -> str:
+        """Fill the item cache now (at start-up, or right after a materialization lands), so
+        no request pays the bulk read; returns the materialization id it holds."""
+        return self._load_items().materialization_id
+
     def items(self, item_ids: Sequence[str], now: datetime | None = None) -> ItemFeatures:
         """Features for a batch of candidates from the cache; defaults where missing or stale."""
         now = now or self.clock()
