@@ -16,6 +16,7 @@ class Failure:
     message: str  # human sentence: what was expected, what was found
     unexpected_count: int = 0
     sample: list[dict[str, Any]] = field(default_factory=list)  # a few offending rows
+    rule: str | None = None  # stable id of the rule, e.g. "events.ts.window" (table.column.kind)
 
 
 @dataclass
