@@ -12,6 +12,8 @@ export PREFECT_HOME ?= $(CROSSFADE_DATA_ROOT)/prefect
 export OPENBLAS_NUM_THREADS ?= 1
 export MPLBACKEND ?= Agg
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+# The first start of a fresh Prefect home migrates its database: allow for a busy machine.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 UI_HOST := 127.0.0.1
 
 .DEFAULT_GOAL := help
@@ -35,6 +37,7 @@ lock: ## Re-pin requirements.lock from pyproject.toml (no index URLs recorded)
 	$(BIN)/uv pip compile pyproject.toml --extra dev --no-emit-index-url --python-version 3.11 -o $(LOCK)
 
 run: $(STAMP) ## Run the main job end to end on the embedded default (local profile)
+	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/crossfade run
 
 test: $(STAMP) ## Run the whole test suite (unit, integration, drills)

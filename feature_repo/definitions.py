@@ -7,6 +7,7 @@ them programmatically and `repo.py` exposes them to the `feast` CLI. Every field
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +33,9 @@ FEAST_TYPES: dict[str, Any] = {
 # (crossfade's online path applies its own, stricter freshness budget: STACK-NOTES, #6821).
 TTL = timedelta(days=3)
 CANDIDATE_SERVICE = "candidate_features_v1"
+# The request-context view is tiny and computed per row; Feast warns about on-demand views
+# at every apply and read, which buries the messages people need to see.
+warnings.filterwarnings("ignore", message="On demand feature view is an experimental feature")
 RANKER_SERVICE = "ranker_features_v1"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,10 +34,16 @@ def _print_outcome(outcome: dict[str, Any], prefect_home: str | None) -> None:
     console.print(Panel("\n".join(lines), title="ingest", border_style=colour))
 
 
+def prepare_prefect_home() -> None:
+    """Create PREFECT_HOME with its parents before Prefect is imported (it makes one level)."""
+    home = os.environ.get("PREFECT_HOME")
+    if home:
+        Path(home).expanduser().mkdir(parents=True, exist_ok=True)
+
+
 def run_ingest(**params: Any) -> dict[str, Any]:
     """Run the ingest flow, print its outcome, and exit 1 when the batch was rejected."""
-    import os
-
+    prepare_prefect_home()
     from flows.ingest import BatchRejected, ingest_flow
 
     home = os.environ.get("PREFECT_HOME")
@@ -54,6 +61,7 @@ def run_ingest(**params: Any) -> dict[str, Any]:
 
 def run_features(profile: str | None) -> dict[str, Any]:
     """Run the features flow, print its outcome, exit 1 when the tables were rejected."""
+    prepare_prefect_home()
     from flows.features import FeaturesRejected, features_flow
 
     try:

@@ -177,7 +177,7 @@ def item_features(events: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     frame["item_language"] = frame[C.ITEM_ID].map(meta[C.LANGUAGE])
     for feature in C.AUDIO_FEATURES:
         # Imported catalogues may lack audio features: the documented default stands in.
-        default = catalog.BY_NAME[f"item_{feature}"].default
+        default = float(catalog.BY_NAME[f"item_{feature}"].default)  # type: ignore[arg-type]
         values = frame[C.ITEM_ID].map(meta[feature]).astype(np.float32)
         frame[f"item_{feature}"] = values.fillna(default).astype(np.float32)
     return frame
