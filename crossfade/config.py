@@ -102,6 +102,72 @@ class FeatureSettings(StrictModel):
     policy_file: str = Field("feature_policy.yaml", description="in the config folder")
 
 
+class IndexSettings(StrictModel):
+    """ANN retrieval: which backend and how it trades recall for speed."""
+
+    backend: Literal["annoy", "exact", "voyager"] = "annoy"
+    n_trees: int = Field(50, ge=1, description="annoy: more trees, better recall, bigger index")
+    search_k: int = Field(-1, description="annoy: nodes inspected per query; -1 = n_trees * k")
+    ef_construction: int = Field(200, ge=8, description="voyager: build-time beam width")
+    ef_search: int = Field(200, ge=8, description="voyager: query-time beam width")
+    m: int = Field(16, ge=4, description="voyager: graph degree")
+
+
+class ALSSettings(StrictModel):
+    """Collaborative filtering (implicit ALS) on confidence-weighted plays."""
+
+    factors: int = Field(64, ge=2)
+    regularization: float = Field(0.05, ge=0)
+    iterations: int = Field(15, ge=1)
+    alpha: float = Field(2.0, gt=0, description="confidence = 1 + alpha * weight")
+
+
+class ConfidenceWeights(StrictModel):
+    """What each signal adds to a listener-item weight (documented in docs/candidates.md)."""
+
+    play: float = 1.0
+    completion: float = 1.0
+    skip: float = -0.8
+    replay: float = 1.0
+    save: float = 3.0
+    playlist_add: float = 3.0
+    min_weight: float = Field(0.0, description="pairs at or below this are dropped")
+
+
+class CandidateSettings(StrictModel):
+    """Candidate generation: sources, quotas, filters and the ANN index."""
+
+    als: ALSSettings = ALSSettings()
+    weights: ConfidenceWeights = ConfidenceWeights()
+    index: IndexSettings = IndexSettings()
+    content_dim: int = Field(32, ge=4, description="text SVD components in content embeddings")
+    profile_half_life_days: float = Field(
+        7.0, gt=0, description="recency weight of content profile"
+    )
+    quotas: dict[str, int] = Field(
+        default_factory=lambda: {
+            "collaborative": 200,
+            "content": 100,
+            "cold_start": 50,
+            "popular_in_market": 60,
+            "fresh_releases": 40,
+            "episodes": 30,
+        },
+        description="candidates per source before de-duplication",
+    )
+    total: int = Field(400, ge=1, description="candidates returned per request")
+    exclude_heard_days: int = Field(7, ge=0, description="drop items played in the last N days")
+    fresh_release_days: int = Field(14, ge=0)
+    new_user_max_plays: int = Field(5, ge=0, description="listeners with fewer plays are new")
+    cohort_blend: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="new listeners: weight of onboarding picks vs cohort popularity",
+    )
+    model_name: str = "crossfade-candidates"
+
+
 class ServicesSettings(StrictModel):
     """Endpoints of external servers; None means the embedded default is used."""
 
@@ -131,6 +197,7 @@ class Settings(BaseSettings):
     validation: ValidationSettings = ValidationSettings()
     ingest: IngestSettings = IngestSettings()
     features: FeatureSettings = FeatureSettings()
+    candidates: CandidateSettings = CandidateSettings()
     services: ServicesSettings = ServicesSettings()
 
     @classmethod

@@ -1,0 +1,1 @@
+"""Candidate generation: collaborative, content, cold start, popularity sources and ANN retrieval."""
