@@ -119,7 +119,7 @@ class ALSSettings(StrictModel):
     factors: int = Field(64, ge=2)
     regularization: float = Field(0.05, ge=0)
     iterations: int = Field(15, ge=1)
-    alpha: float = Field(2.0, gt=0, description="confidence = 1 + alpha * weight")
+    alpha: float = Field(10.0, gt=0, description="confidence = 1 + alpha * log1p(weight)")
 
 
 class ConfidenceWeights(StrictModel):

@@ -1,1 +1,1 @@
-"""Candidate generation: collaborative, content, cold start, popularity sources and ANN retrieval."""
+"""Candidate generation: collaborative, content, cold-start and popularity sources, ANN."""
