@@ -1,0 +1,100 @@
+"""Merge candidate sources with quotas, de-duplicate, and filter what must never be shown.
+
+Every candidate keeps the source that found it first (in priority order), its score there,
+and every other source that also found it. Filters, applied to every source alike:
+- heard in the last `exclude_heard_days` days (no point recommending yesterday's plays);
+- not playable in the listener's market;
+- explicit content for minors (13-17, and unknown ages: the safe default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crossfade.data import domains as D
+
+SOURCES: tuple[str, ...] = (
+    "collaborative",
+    "content",
+    "cold_start",
+    "popular_in_market",
+    "fresh_releases",
+    "episodes",
+)
+
+
+@dataclass
+class Candidate:
+    """One retrieved item: where it came from and how strongly."""
+
+    item_id: str
+    source: str
+    score: float
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Listener:
+    """What retrieval needs to know about the listener of a request."""
+
+    user_id: str
+    country: str = D.UNKNOWN_COUNTRY
+    age_bucket: str = D.UNKNOWN
+    tier: str = "ad_supported"
+
+    @property
+    def is_minor(self) -> bool:
+        """Minors and unknown ages never get explicit content."""
+        return self.age_bucket in D.MINOR_AGE_BUCKETS
+
+
+Ranked = tuple[Sequence[str], np.ndarray]
+
+
+def merge_sources(
+    ranked: dict[str, Ranked],
+    quotas: dict[str, int],
+    total: int,
+    allowed: Callable[[Sequence[str]], np.ndarray],
+) -> list[Candidate]:
+    """Filter each source, take its quota, de-duplicate, then interleave sources round-robin
+    (so cutting the list at `total` keeps every source represented)."""
+    seen: dict[str, Candidate] = {}
+    per_source: dict[str, list[Candidate]] = {}
+    for source in SOURCES:
+        if source not in ranked:
+            continue
+        ids, scores = ranked[source]
+        if len(ids) == 0:
+            continue
+        keep = allowed(ids)
+        taken: list[Candidate] = []
+        for item, score, ok in zip(ids, scores, keep, strict=True):
+            if not ok:
+                continue
+            if item in seen:
+                if source not in seen[item].sources:
+                    seen[item].sources.append(source)
+                continue
+            candidate = Candidate(str(item), source, float(score), [source])
+            seen[item] = candidate
+            taken.append(candidate)
+            if len(taken) >= quotas.get(source, 0):
+                break
+        per_source[source] = taken
+    return _interleave(per_source.values(), total)
+
+
+def _interleave(lists: Iterable[list[Candidate]], total: int) -> list[Candidate]:
+    queues = [list(q) for q in lists if q]
+    out: list[Candidate] = []
+    position = 0
+    while len(out) < total and any(position < len(q) for q in queues):
+        for queue in queues:
+            if position < len(queue) and len(out) < total:
+                out.append(queue[position])
+        position += 1
+    return out
