@@ -165,6 +165,10 @@ class CandidateSettings(StrictModel):
         le=1,
         description="new listeners: weight of onboarding picks vs cohort popularity",
     )
+    popularity_window_days: int = Field(28, ge=1)
+    popularity_half_life_days: float = Field(7.0, gt=0)
+    popularity_min_plays: float = Field(50.0, ge=0, description="prior that thin cohorts shrink to")
+    cold_start_alpha: float = Field(1.0, gt=0, description="ridge alpha of content → CF mapping")
     model_name: str = "crossfade-candidates"
 
 

@@ -173,10 +173,84 @@ def _features_commands(root: typer.Typer) -> None:
             raise typer.Exit(1)
 
 
+def run_train_candidates(profile: str | None) -> dict[str, Any]:
+    """Run the candidate training flow and print what was registered."""
+    prepare_prefect_home()
+    from flows.train import train_candidates_flow
+
+    outcome = train_candidates_flow(profile=profile)
+    m = outcome["metrics"]
+    colour = "green" if outcome["gate_passed"] else "yellow"
+    lines = [
+        f"model      {outcome['model_uri']} (run {outcome['run_id']})",
+        f"gate       [{colour}]{'passed' if outcome['gate_passed'] else 'failed'}[/{colour}]: "
+        + "; ".join(outcome["reasons"]),
+        f"alias      {outcome['alias'] or '(none)'}",
+    ]
+    for n in (100, 200, 500):
+        if f"recall_at_{n}" in m:
+            lines.append(
+                f"recall@{n:<4} {m[f'recall_at_{n}']:.3f} (popular in market "
+                f"{m.get(f'baseline_popular_recall_at_{n}', float('nan')):.3f}; new releases "
+                f"{m.get(f'recall_at_{n}_new_items', float('nan')):.3f}; new listeners "
+                f"{m.get(f'recall_at_{n}_new_listeners', float('nan')):.3f})"
+            )
+    console.print(Panel("\n".join(lines), title="candidates", border_style=colour))
+    return outcome
+
+
+def _train_commands(root: typer.Typer) -> None:
+    train_app = typer.Typer(help="Train and register models.", no_args_is_help=True)
+    root.add_typer(train_app, name="train")
+
+    @train_app.command("candidates")
+    def train_candidates(profile: ProfileOption = None) -> None:
+        """Evaluate on a holdout, train, register `crossfade-candidates`, gate `challenger`."""
+        settings_or_exit(profile)
+        try:
+            run_train_candidates(profile)
+        except ValueError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+
+    candidates_app = typer.Typer(help="Inspect candidate retrieval.", no_args_is_help=True)
+    root.add_typer(candidates_app, name="candidates")
+
+    @candidates_app.command("show")
+    def candidates_show(
+        user: Annotated[str, typer.Argument(help="pseudonymous listener id")],
+        model: Annotated[str, typer.Option(help="version number or @alias")] = "@challenger",
+        k: Annotated[int, typer.Option(help="how many to show")] = 20,
+        profile: ProfileOption = None,
+    ) -> None:
+        """Retrieve candidates for a listener from a registered model, with sources and scores."""
+        import pandas as pd
+        from rich.table import Table
+
+        from model_registry.candidates import load_candidates
+
+        settings = settings_or_exit(profile)
+        try:
+            pyfunc = load_candidates(settings, model)
+        except Exception as exc:  # MLflow raises many types for a missing model or alias
+            err_console.print(f"[red]error:[/red] cannot load {model}: {str(exc).splitlines()[0]}")
+            raise typer.Exit(1) from None
+        frame = pyfunc.predict(pd.DataFrame({"user_id": [user], "k": [k]}))
+        table = Table(title=f"candidates for {user} ({model})", show_edge=False)
+        for column in ("rank", "item_id", "source", "score"):
+            table.add_column(column)
+        for row in frame.itertuples():
+            table.add_row(str(row.rank), row.item_id, row.source, f"{row.score:.4f}")
+        console.print(table)
+        counts = frame["source"].value_counts().to_dict()
+        console.print("by source: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
-    """Add `data ingest`, `features ...` and `run` to the CLI."""
+    """Add `data ingest`, `features ...`, `train ...`, `candidates ...` and `run` to the CLI."""
     data_app, root = groups["data"], groups["root"]
     _features_commands(root)
+    _train_commands(root)
 
     @data_app.command("ingest")
     def data_ingest(
@@ -210,7 +284,7 @@ def register(groups: dict[str, typer.Typer]) -> None:
 
     @root.command("run")
     def run(profile: ProfileOption = None) -> None:
-        """The main job on the embedded default: ingest a simulated world, then its features."""
+        """The main job on the embedded default: ingest, features, candidate training."""
         settings = settings_or_exit(profile)
         console.rule("crossfade main job")
         console.print(f"profile {settings.profile}, data root {settings.data_root}")
@@ -218,7 +292,10 @@ def register(groups: dict[str, typer.Typer]) -> None:
         run_ingest(profile=profile)
         console.rule("2. features")
         run_features(profile)
+        console.rule("3. candidates")
+        run_train_candidates(profile)
         console.print(f"features    {settings.features_dir}")
+        console.print(f"mlflow      {settings.tracking_uri} (`make ui` to browse)")
         console.print(f"lake        {settings.lake_dir}")
         console.print(f"reports     {settings.reports_dir}")
         console.print(f"quarantine  {settings.quarantine_dir}")

@@ -26,7 +26,6 @@ from crossfade.candidates.weights import interaction_weights
 from crossfade.config import CandidateSettings
 from crossfade.data.lake import atomic_write_text
 
-COLD_START_ALPHA = 1.0
 _PARTS = ("cf", "cf_index", "cold_index", "content", "content_index", "popularity", "cold_mapper")
 
 
@@ -53,6 +52,13 @@ class CandidateModel:
     def __post_init__(self) -> None:
         self._profile_index = {u: i for i, u in enumerate(self.profile_ids)}
         self._listener = self.listeners.set_index(C.USER_ID)
+        self._plays_by_user: dict[str, int] = dict(
+            zip(
+                self.listeners[C.USER_ID].astype(str),
+                self.listeners["plays"].astype(int),
+                strict=True,
+            )
+        )
         self._item_row = pd.Index(self.popularity.item_ids)
         self.new_listeners = NewListenerSource.from_settings(self.popularity, self.settings)
 
@@ -121,9 +127,7 @@ class CandidateModel:
         return out
 
     def _plays(self, user_id: str) -> int:
-        if user_id in self._listener.index:
-            return int(self._listener.loc[user_id, "plays"])
-        return 0
+        return self._plays_by_user.get(user_id, 0)
 
     def generate(
         self,
@@ -234,7 +238,7 @@ def train_candidates(
         mapper = ColdStartMapper.fit(
             content_vectors[warm_rows[warm_rows >= 0]],
             cf.item_factors[warm_rows >= 0],
-            COLD_START_ALPHA,
+            settings.cold_start_alpha,
             seed=seed,
         )
         mapped = mapper.predict(content_vectors[cold_mask], match_norm=True)
@@ -248,7 +252,16 @@ def train_candidates(
     profile_ids, profiles = content_profiles(
         human, item_ids, content_vectors, now, settings.profile_half_life_days
     )
-    popularity = PopularityTables.fit(events, users, items, now, exclude_users=exclude_users)
+    popularity = PopularityTables.fit(
+        events,
+        users,
+        items,
+        now,
+        window_days=settings.popularity_window_days,
+        exclude_users=exclude_users,
+        half_life_days=settings.popularity_half_life_days,
+        min_plays=settings.popularity_min_plays,
+    )
 
     plays = events.groupby(C.USER_ID).size().rename("plays")
     listeners = (
