@@ -116,10 +116,11 @@ class IndexSettings(StrictModel):
 class ALSSettings(StrictModel):
     """Collaborative filtering (implicit ALS) on confidence-weighted plays."""
 
-    factors: int = Field(64, ge=2)
-    regularization: float = Field(0.05, ge=0)
+    # Tuned on the default simulated world (docs/candidates.md has the grid).
+    factors: int = Field(32, ge=2)
+    regularization: float = Field(10.0, ge=0)
     iterations: int = Field(15, ge=1)
-    alpha: float = Field(10.0, gt=0, description="confidence = 1 + alpha * log1p(weight)")
+    alpha: float = Field(1.0, gt=0, description="confidence = 1 + alpha * log1p(weight)")
 
 
 class ConfidenceWeights(StrictModel):

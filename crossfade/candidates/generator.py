@@ -9,7 +9,7 @@ and every other source that also found it. Filters, applied to every source alik
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -52,6 +52,7 @@ class Listener:
 
 
 Ranked = tuple[Sequence[str], np.ndarray]
+RRF_K = 60  # the usual reciprocal-rank-fusion constant: damps the weight of the very top
 
 
 def merge_sources(
@@ -60,9 +61,14 @@ def merge_sources(
     total: int,
     allowed: Callable[[Sequence[str]], np.ndarray],
 ) -> list[Candidate]:
-    """Filter each source, take its quota, de-duplicate, then interleave sources round-robin
-    (so cutting the list at `total` keeps every source represented)."""
+    """Filter each source, take its quota, de-duplicate, then order by reciprocal-rank fusion.
+
+    An item's fused score is the sum over the sources that found it of 1 / (RRF_K + rank), so
+    items several sources agree on come first and cutting the list at `total` keeps them;
+    each candidate still reports the first source (in priority order) and its own score.
+    """
     seen: dict[str, Candidate] = {}
+    fused: dict[str, float] = {}
     per_source: dict[str, list[Candidate]] = {}
     for source in SOURCES:
         if source not in ranked:
@@ -72,9 +78,12 @@ def merge_sources(
             continue
         keep = allowed(ids)
         taken: list[Candidate] = []
+        rank = 0
         for item, score, ok in zip(ids, scores, keep, strict=True):
             if not ok:
                 continue
+            fused[item] = fused.get(item, 0.0) + 1.0 / (RRF_K + rank)
+            rank += 1
             if item in seen:
                 if source not in seen[item].sources:
                     seen[item].sources.append(source)
@@ -85,16 +94,6 @@ def merge_sources(
             if len(taken) >= quotas.get(source, 0):
                 break
         per_source[source] = taken
-    return _interleave(per_source.values(), total)
-
-
-def _interleave(lists: Iterable[list[Candidate]], total: int) -> list[Candidate]:
-    queues = [list(q) for q in lists if q]
-    out: list[Candidate] = []
-    position = 0
-    while len(out) < total and any(position < len(q) for q in queues):
-        for queue in queues:
-            if position < len(queue) and len(out) < total:
-                out.append(queue[position])
-        position += 1
-    return out
+    chosen = [c for taken in per_source.values() for c in taken]
+    chosen.sort(key=lambda c: (-fused[c.item_id], c.item_id))
+    return chosen[:total]

@@ -20,7 +20,8 @@ from crossfade.candidates.als import CollaborativeModel, fit_als
 from crossfade.candidates.cold_start import ColdStartMapper, NewListenerSource
 from crossfade.candidates.content import ContentModel, content_profiles
 from crossfade.candidates.generator import Candidate, Listener, Ranked, merge_sources
-from crossfade.candidates.index import ItemIndex, build_index, load_index
+from crossfade.candidates.index import ItemIndex
+from crossfade.candidates.index import build as build_index
 from crossfade.candidates.popularity import PopularityTables
 from crossfade.candidates.weights import interaction_weights
 from crossfade.config import CandidateSettings
@@ -186,12 +187,12 @@ class CandidateModel:
             settings=CandidateSettings.model_validate(meta["settings"]),
             trained_at=datetime.fromisoformat(meta["trained_at"]),
             cf=CollaborativeModel.load(folder / "cf"),
-            cf_index=load_index(folder / "cf_index"),
-            cold_index=load_index(folder / "cold_index")
+            cf_index=ItemIndex.load(folder / "cf_index"),
+            cold_index=ItemIndex.load(folder / "cold_index")
             if (folder / "cold_index").exists()
             else None,
             content=ContentModel.load(folder / "content"),
-            content_index=load_index(folder / "content_index"),
+            content_index=ItemIndex.load(folder / "content_index"),
             profile_ids=list(meta["profile_ids"]),
             profiles=np.load(folder / "profiles.npy"),
             popularity=PopularityTables.load(folder / "popularity"),
