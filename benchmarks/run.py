@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import runpy
 
-BENCHMARKS = ("benchmarks.simulate", "benchmarks.validate", "benchmarks.online_features")
+BENCHMARKS = (
+    "benchmarks.simulate",
+    "benchmarks.validate",
+    "benchmarks.online_features",
+    "benchmarks.ann",
+    "benchmarks.candidate_recall",
+)
 
 
 def main() -> None:

@@ -237,10 +237,13 @@ def _train_commands(root: typer.Typer) -> None:
             raise typer.Exit(1) from None
         frame = pyfunc.predict(pd.DataFrame({"user_id": [user], "k": [k]}))
         table = Table(title=f"candidates for {user} ({model})", show_edge=False)
-        for column in ("rank", "item_id", "source", "score"):
+        for column in ("rank", "item_id", "source", "score", "also found by"):
             table.add_column(column)
         for row in frame.itertuples():
-            table.add_row(str(row.rank), row.item_id, row.source, f"{row.score:.4f}")
+            others = [s for s in str(row.sources).split(",") if s and s != row.source]
+            table.add_row(
+                str(row.rank), row.item_id, row.source, f"{row.score:.4f}", ", ".join(others)
+            )
         console.print(table)
         counts = frame["source"].value_counts().to_dict()
         console.print("by source: " + ", ".join(f"{s} {n}" for s, n in counts.items()))

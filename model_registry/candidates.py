@@ -1,7 +1,8 @@
 """MLflow glue for `crossfade-candidates`: a pyfunc bundling the whole candidate model.
 
 The pyfunc takes a frame of requests (`user_id`, optionally `country`, `age_bucket`, `tier`,
-`k`) and returns one row per candidate (`user_id`, `item_id`, `source`, `score`, `rank`).
+`k`) and returns one row per candidate (`user_id`, `item_id`, `source` (the first that found
+it), `sources` (all of them), `score`, `rank`).
 Everything the model needs (factors, indexes, content model, popularity tables) travels as
 one artifact folder, so a fresh process can load it by version or alias.
 """
@@ -24,7 +25,7 @@ from crossfade.candidates.model import CandidateModel
 from crossfade.config import Settings
 
 ARTIFACT = "candidate_model"
-OUTPUT_COLUMNS = ["user_id", "item_id", "source", "score", "rank"]
+OUTPUT_COLUMNS = ["user_id", "item_id", "source", "sources", "score", "rank"]
 
 
 class CandidatePyfunc(PythonModel):
@@ -56,7 +57,7 @@ class CandidatePyfunc(PythonModel):
             for rank, cand in enumerate(self.model.generate(user, now, listener, k=k)):
                 rows.append(
                     {"user_id": user, "item_id": cand.item_id, "source": cand.source,
-                     "score": cand.score, "rank": rank}
+                     "sources": ",".join(cand.sources), "score": cand.score, "rank": rank}
                 )  # fmt: skip
         return pd.DataFrame(rows, columns=OUTPUT_COLUMNS)
 

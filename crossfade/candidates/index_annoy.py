@@ -112,7 +112,9 @@ class AnnoyItemIndex(ItemIndex):
         self._position = np.empty(len(order), dtype=np.int64)
         self._position[order] = np.arange(len(order))
         self._shards = shards
-        self.short_answers = 0  # times Annoy returned too few neighbours and was retried
+        self.searches = 0  # queries answered (counters for reports and monitoring)
+        self.shard_searches = 0  # Annoy shard searches (the rest was settled by the exact head)
+        self.short_answers = 0  # Annoy answers with too few neighbours (each one retried)
 
     @property
     def layout(self) -> dict[str, Any]:
@@ -160,40 +162,42 @@ class AnnoyItemIndex(ItemIndex):
     ) -> np.ndarray:
         """Positions (within the shard) of Annoy's n nearest augmented items to the query.
 
-        A short answer while the shard holds n items is retried once with a budget that visits
-        every leaf; if that is still short the Annoy build is broken (spotify/annoy#679) and
-        AnnIndexError is raised rather than silently serving fewer candidates.
+        Annoy legitimately returns fewer than n when `search_k` is small for n (its candidate
+        list holds duplicates across trees); a short answer is retried with 4x the budget up to
+        one that visits every leaf. Still short then, the Annoy build is broken
+        (spotify/annoy#679) and AnnIndexError is raised rather than serving fewer candidates.
         """
+        self.shard_searches += 1
         augmented = np.zeros(query.shape[0] + 1, dtype=np.float32)
         augmented[:-1] = query * (shard.max_norm / qnorm) if qnorm > 0 else query
         search_k = self.settings.search_k if self.settings.search_k > 0 else -1
+        budget = search_k if search_k > 0 else self.settings.n_trees * n
+        full = shard.size * self.settings.n_trees
         found = _annoy_nns(shard.annoy, augmented, n, search_k)
-        if len(found) < n:
+        while len(found) < n:
             self.short_answers += 1
-            full = shard.size * self.settings.n_trees
-            logger.warning(
-                "annoy returned too few neighbours; retrying with a full search",
-                extra={
-                    "asked": n,
-                    "got": len(found),
-                    "shard_size": shard.size,
-                    "search_k": search_k,
-                },
-            )
-            found = _annoy_nns(shard.annoy, augmented, n, full)
-            if len(found) < n:
+            if budget >= full:
                 raise AnnIndexError(
                     f"Annoy returned {len(found)} neighbours where {n} were asked for, from a "
-                    f"shard of {shard.size} items, even with search_k={full} (every leaf): this "
-                    "annoy build is broken (spotify/annoy#679). Reinstall annoy from source or "
-                    "use backend 'voyager' or 'exact'."
+                    f"shard of {shard.size} items, even with search_k={budget} (every leaf): "
+                    "this annoy build is broken (spotify/annoy#679). Reinstall annoy from "
+                    "source or use backend 'voyager' or 'exact'."
                 )
+            budget = min(full, max(budget, n) * 4)
+            log = logger.debug if self.short_answers > 1 else logger.warning
+            log(
+                "annoy returned too few neighbours; retrying with a larger search_k "
+                "(raise settings.candidates.index.search_k if this is frequent)",
+                extra={"asked": n, "got": len(found), "shard_size": shard.size, "retry": budget},
+            )
+            found = _annoy_nns(shard.annoy, augmented, n, budget)
         return np.asarray(found[:n], dtype=np.int64)
 
     def _search(
         self, query: np.ndarray, want: int, fetch: int, excluded: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         """Exact head first, then shards in norm order until the Cauchy-Schwarz bound stops it."""
+        self.searches += 1
         rows_parts: list[np.ndarray] = []
         score_parts: list[np.ndarray] = []
         excluded_positions = self._position[excluded] if excluded.size else excluded

@@ -358,11 +358,15 @@ def test_annoy_short_answer_raises(monkeypatch: pytest.MonkeyPatch) -> None:
         return [0]
 
     monkeypatch.setattr(index_annoy, "_annoy_nns", one_neighbour)
-    with pytest.raises(AnnIndexError, match=r"returned 1 neighbours where 10 .*annoy#679"):
+    with pytest.raises(
+        AnnIndexError, match=r"returned 1 neighbours where 10 .*every leaf.*annoy#679"
+    ):
         idx.query(queries[0], 10)
 
 
-def test_annoy_short_answer_is_retried_once(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_annoy_short_answer_is_retried_with_a_larger_budget(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     ids, items, queries = clustered_catalogue(n=500, n_queries=1)
     idx = make_index("annoy", ids, items)
     real = index_annoy._annoy_nns
@@ -377,7 +381,7 @@ def test_annoy_short_answer_is_retried_once(monkeypatch: pytest.MonkeyPatch) -> 
     got, _ = idx.query(queries[0], 10)
     assert len(got) == 10
     assert isinstance(idx, index_annoy.AnnoyItemIndex) and idx.short_answers == 1
-    assert calls[1] > 0  # the retry visits every leaf
+    assert calls[0] == -1 and calls[1] > 0  # the retry has an explicit, larger budget
 
 
 def test_annoy_head_and_shards_layout() -> None:
