@@ -4,23 +4,25 @@ Catalogues of 10k and 100k items with 64-d float32 vectors that are real ALS out
 synthetic play matrix (genres of Dirichlet-weighted size, Zipf popularity inside each genre,
 listeners who like 1-3 genres with a lognormal number of plays, 10% exploration plays that
 follow global popularity, every item played at least once) is fitted with implicit ALS using
-crossfade's default `ALSSettings` and confidence 1 + alpha * log1p(plays), as
-`crossfade.candidates.als.fit_als` does. Item norms then grow with popularity and span two to
-three orders of magnitude, the regime that makes inner-product search hard. Queries are the
-ALS vectors of 1,000 random listeners.
+crossfade's default `ALSSettings` (regularization, iterations, alpha) but 64 factors, and
+confidence 1 + alpha * log1p(plays), as `crossfade.candidates.als.fit_als` does. Item norms
+then grow with popularity and span about three orders of magnitude, the regime that makes
+inner-product search hard. Queries are the ALS vectors of 1,000 random listeners.
 
-All in one process, one thread (OPENBLAS_NUM_THREADS=1 is set before NumPy is imported; ALS
-fitting uses implicit's own threads, but is not timed). For each size:
+All in one process, one thread (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS and MKL_NUM_THREADS are
+set to 1 before NumPy is imported, so the untimed ALS fit runs on one thread too). For each
+size:
 
 - exact: `ExactItemIndex.query` one query at a time (the serving path), top-100. Its results
   are the ground truth and its queries/s the baseline of every ratio;
 - Annoy: `AnnoyItemIndex` (exact head + norm-ranged augmented shards, see
   crossfade/candidates/index_annoy.py) over a grid of n_trees x search_k;
 - voyager: `VoyagerItemIndex` over a grid of M x ef_search;
-- ablations that justify the design: one plain Annoy index over all items with the "dot"
-  metric, and with norm augmentation under "euclidean" and "angular"; the sharded Annoy
-  index without its exact head; voyager with items inserted in row order instead of
-  descending norm.
+- ablations that justify (or question) the design: one plain Annoy index over all items
+  with the "dot" metric, and with norm augmentation under "euclidean" and "angular"; the
+  sharded Annoy index without its exact head; the same norm-ordered blocks and stop rule
+  with every block scanned exactly (no trees); voyager with items inserted in row order
+  instead of descending norm.
 
 Queries/s is 1,000 / the median wall time of 3 passes over the 1,000 queries; recall@100 is
 |returned ∩ exact top-100| / 100 averaged over queries. Build time is one build; size on disk

@@ -106,7 +106,7 @@ class IndexSettings(StrictModel):
     """ANN retrieval: which backend and how it trades recall for speed."""
 
     backend: Literal["annoy", "exact", "voyager"] = "annoy"
-    n_trees: int = Field(50, ge=1, description="annoy: more trees, better recall, bigger index")
+    n_trees: int = Field(25, ge=1, description="annoy: more trees, better recall, bigger index")
     search_k: int = Field(-1, description="annoy: nodes inspected per query; -1 = n_trees * k")
     ef_construction: int = Field(200, ge=8, description="voyager: build-time beam width")
     ef_search: int = Field(200, ge=8, description="voyager: query-time beam width")
