@@ -1,0 +1,1 @@
+"""Ranking: the label policy per tier and the LightGBM LambdaRank ranker."""
