@@ -10,6 +10,7 @@ BENCHMARKS = (
     "benchmarks.online_features",
     "benchmarks.ann",
     "benchmarks.candidate_recall",
+    "benchmarks.baselines",
 )
 
 
