@@ -13,6 +13,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from crossfade.config import Settings
 from crossfade.ranking.ranker import RankerModel
+from model_registry.registry import mlflow_metric_names
 
 ARTIFACT = "ranker_model"
 MODEL_NAME = "crossfade-ranker"
@@ -58,7 +59,7 @@ def register_ranker(
                 **{f"trees.{t}": n for t, n in model.best_iterations.items()},
             }
         )
-        mlflow.log_metrics(metrics)
+        mlflow.log_metrics(mlflow_metric_names(metrics))
         mlflow.set_tags(tags)
         mlflow.log_text(model_card, "model_card.md")
         if importance_png is not None:

@@ -26,11 +26,19 @@ def version_by_alias(c: mlflow.MlflowClient, name: str, alias: str) -> Any | Non
         return None
 
 
+AT = "_at_"  # MLflow metric names may not contain "@" ("ndcg@10" is logged as "ndcg_at_10")
+
+
+def mlflow_metric_names(metrics: dict[str, float]) -> dict[str, float]:
+    """Metric names as MLflow accepts them."""
+    return {k.replace("@", AT): v for k, v in metrics.items()}
+
+
 def run_metrics(c: mlflow.MlflowClient, version: Any) -> dict[str, float]:
-    """Metrics of the run that produced a model version."""
+    """Metrics of the run that produced a model version, under crossfade's names ("ndcg@10")."""
     if version is None or not version.run_id:
         return {}
-    return dict(c.get_run(version.run_id).data.metrics)
+    return {k.replace(AT, "@"): v for k, v in c.get_run(version.run_id).data.metrics.items()}
 
 
 def promote(c: mlflow.MlflowClient, name: str, version: str, alias: str) -> None:

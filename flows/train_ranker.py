@@ -1,0 +1,216 @@
+"""Training flow, ranker stage: logged impressions → per-tier LambdaRank → gate → registry.
+
+1. On the lake's simulated world, a candidate model trained on all but the last 4 days
+   retrieves candidates; randomised slates are shown to the simulator's listeners and their
+   responses graded by the label policy (`crossfade/ranking/dataset.py`).
+2. Temporal validation: 2 days to train, 1 to early-stop, 1 to test.
+3. Offline metrics on the test requests (NDCG@10 per tier and overall, long-tail share,
+   diversity, coverage), against ordering by candidate score.
+4. The gate reads the metric tree (`configs/metrics.yaml`) and compares with the current
+   champion's metrics: the first passing version becomes `champion`, a later one that is
+   better and non-inferior on every guardrail becomes `challenger`; otherwise the version
+   stays unaliased with the reasons in a tag.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from crossfade import columns as C
+from crossfade.candidates.model import train_candidates
+from crossfade.config import Settings, load_settings
+from crossfade.data import lake
+from crossfade.data.simulator import World
+from crossfade.evaluation.gate import decide
+from crossfade.evaluation.metric_tree import default_metric_tree_path, load_metric_tree
+from crossfade.evaluation.metrics import evaluate_all, item_genres, play_counts
+from crossfade.log import get_logger
+from crossfade.ranking.dataset import FEATURES, REQUEST, History, simulated_impressions
+from crossfade.ranking.labels import LABEL, load_label_policy
+from crossfade.ranking.ranker import RankerModel, fit_ranker
+from feature_repo.definitions import RANKER_SERVICE
+from model_registry.lineage import lineage_tags
+from model_registry.ranker import MODEL_NAME, TIER, register_ranker
+from model_registry.registry import CHAMPION, client, promote, run_metrics, version_by_alias
+
+log = get_logger("flows.train_ranker")
+LOG_DAYS = 4
+MAX_LISTENERS = 400
+
+
+@dataclass
+class RankerOutcome:
+    """What a ranker training run produced and what the gate decided."""
+
+    version: str
+    run_id: str
+    metrics: dict[str, float]
+    baseline: dict[str, float]
+    passed: bool
+    alias: str | None
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return asdict(self)
+
+
+def _simulated_world(settings: Settings) -> tuple[World, dict[str, pd.DataFrame]]:
+    published = [m for m in lake.manifests(settings.lake_dir) if m["source"] == "simulator"]
+    if not published:
+        raise ValueError(
+            "ranker training needs logged impressions; on this platform they come from the "
+            "simulator's response model: ingest a simulated world first (`crossfade data ingest`)"
+        )
+    truth = settings.truth_dir / published[-1]["batch_id"]
+    frames = {
+        n: lake.read_lake_table(settings.lake_dir, n).to_pandas()
+        for n in ("events", "items", "users", "onboarding")
+    }
+    return World.load(truth), frames
+
+
+def ndcg10_by_tier(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
+    """Mean NDCG@10 (graded, 2^label - 1 gains) per tier and overall, over test requests."""
+    per_request = []
+    for (tier, _), g in frame.assign(_s=scores).groupby([TIER, REQUEST]):
+        gains = 2.0 ** g.sort_values("_s", ascending=False)[LABEL].to_numpy()[:10] - 1
+        ideal = 2.0 ** np.sort(g[LABEL].to_numpy())[::-1][:10] - 1
+        discount = 1 / np.log2(np.arange(2, 2 + len(gains)))
+        if ideal.sum() > 0:
+            per_request.append((tier, float((gains * discount).sum() / (ideal * discount).sum())))
+    table = pd.DataFrame(per_request, columns=[TIER, "ndcg"])
+    out = {f"ndcg@10_{t}": float(v) for t, v in table.groupby(TIER)["ndcg"].mean().items()}
+    out["ndcg@10"] = float(table["ndcg"].mean())
+    return out
+
+
+def _offline_metrics(
+    test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
+) -> dict[str, float]:
+    ranked = test.assign(_s=scores).sort_values([REQUEST, "_s"], ascending=[True, False])
+    recs = {str(r): list(g[C.ITEM_ID])[:10] for r, g in ranked.groupby(REQUEST)}
+    relevant = {str(r): set(g.loc[g[LABEL] >= 2, C.ITEM_ID]) for r, g in ranked.groupby(REQUEST)}
+    metrics = evaluate_all(
+        recs, relevant, 10, play_counts(frames["events"]), item_genres(frames["items"])
+    )
+    return {**metrics, **ndcg10_by_tier(test, scores)}
+
+
+@task(name="ranker-impressions", cache_policy=NO_CACHE)
+def log_impressions(
+    settings: Settings,
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.Timestamp]:
+    """Candidates before the cutoff, then graded slates over the last days."""
+    world, frames = _simulated_world(settings)
+    end = frames["events"][C.TS].max().floor("D")
+    cutoff = (end - pd.Timedelta(days=LOG_DAYS - 1)).to_pydatetime()
+    past = frames["events"][frames["events"][C.TS] < cutoff]
+    model = train_candidates(
+        past, frames["items"], frames["users"], frames["onboarding"],
+        settings.candidates, settings.seed, now=cutoff,
+    )  # fmt: skip
+    policy = load_label_policy(settings.config_path / "labels.yaml")
+    users = sorted(set(past[C.USER_ID]))[:MAX_LISTENERS]
+    log = simulated_impressions(
+        model, world, frames["items"], History.from_events(past, frames["items"]),
+        users, cutoff, LOG_DAYS, policy, settings.seed,
+    )  # fmt: skip
+    log[TIER] = log[C.USER_ID].map(
+        frames["users"].drop_duplicates(C.USER_ID).set_index(C.USER_ID)[C.TIER]
+    )
+    return log, frames, pd.Timestamp(cutoff)
+
+
+def _importance_plot(model: RankerModel, folder: Path) -> Path:
+    importance = model.importance()
+    importance = importance.div(importance.sum().replace(0, 1), axis=1).sort_values(
+        importance.columns[0]
+    )
+    fig, ax = plt.subplots(figsize=(7, 5))
+    importance.plot.barh(ax=ax)
+    ax.set_xlabel("share of total gain")
+    ax.set_title("Ranker feature importance per tier")
+    fig.tight_layout()
+    path = folder / "feature_importance.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def model_card(metrics: dict[str, float], baseline: dict[str, float], tags: dict[str, str]) -> str:
+    """Markdown card: data, metrics per slice against the candidate-score order, limits."""
+    rows = "\n".join(
+        f"| {k} | {v:.4f} | {baseline.get(k, float('nan')):.4f} |"
+        for k, v in sorted(metrics.items())
+    )
+    return (
+        "# crossfade-ranker\n\nLightGBM LambdaRank, one booster per tier with the tier's label "
+        "gains (`configs/labels.yaml`), over candidate-model features.\n\n"
+        f"- data snapshot: {tags.get('crossfade.data_snapshot')}\n"
+        f"- code: {tags.get('crossfade.git_sha')}\n"
+        f"- feature service: {tags.get('crossfade.feature_service')}\n\n"
+        "## Offline metrics on the last day of logged impressions\n\n"
+        "| metric | ranker | candidate-score order |\n|---|---|---|\n"
+        f"{rows}\n\n## Known limits\n\nImpressions come from the simulator's response model with "
+        "a uniformly randomised slate; labels exist only for items the listener reached.\n"
+    )
+
+
+@flow(name="train-ranker")
+def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
+    """Train, evaluate, gate and register the ranker; returns the outcome."""
+    settings = load_settings(profile)
+    log_frame, frames, cutoff = log_impressions(settings)
+    day = pd.Timedelta(days=1)
+    train = log_frame[log_frame[C.TS] < cutoff + 2 * day]
+    valid = log_frame[(log_frame[C.TS] >= cutoff + 2 * day) & (log_frame[C.TS] < cutoff + 3 * day)]
+    test = log_frame[log_frame[C.TS] >= cutoff + 3 * day]
+    policy = load_label_policy(settings.config_path / "labels.yaml")
+    model = fit_ranker(train, valid, list(FEATURES), REQUEST, TIER, policy)
+    metrics = _offline_metrics(test, model.predict(test, TIER), frames)
+    baseline = _offline_metrics(test, test["source_score"].to_numpy(), frames)
+    tree = load_metric_tree(default_metric_tree_path())
+    c = client(settings.tracking_uri)
+    champion = version_by_alias(c, MODEL_NAME, CHAMPION)
+    decision = decide(metrics, run_metrics(c, champion) if champion is not None else None, tree)
+    tags = lineage_tags(settings, RANKER_SERVICE)
+    candidates_version = version_by_alias(c, settings.candidates.model_name, "challenger")
+    tags["crossfade.candidate_model_version"] = (
+        str(candidates_version.version) if candidates_version else "none"
+    )
+    logged = {k: float(v) for k, v in metrics.items() if v == v}
+    logged.update({f"baseline_{k}": float(v) for k, v in baseline.items() if v == v})
+    with tempfile.TemporaryDirectory() as tmp:
+        png = _importance_plot(model, Path(tmp))
+        run_id, version = register_ranker(
+            model, settings, test, logged, tags, model_card(metrics, baseline, tags), png
+        )
+    c.set_model_version_tag(
+        MODEL_NAME, version, "crossfade.gate", "passed" if decision.passed else "refused"
+    )
+    c.set_model_version_tag(
+        MODEL_NAME, version, "crossfade.gate_reasons", " | ".join(decision.reasons)[:4900]
+    )
+    if decision.passed and decision.promote_to:
+        promote(c, MODEL_NAME, version, decision.promote_to)
+    outcome = RankerOutcome(
+        version, run_id, metrics, baseline, decision.passed, decision.promote_to, decision.reasons
+    )
+    verdict = f"passed → {decision.promote_to}" if decision.passed else "REFUSED"
+    create_markdown_artifact(
+        f"# Ranker v{version}: gate {verdict}\n\n" + "\n".join(f"- {r}" for r in decision.reasons),
+        key="ranker-summary",
+    )
+    log.info("ranker registered", extra={"version": version, "gate": decision.passed})
+    return outcome.to_dict()
