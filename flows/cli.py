@@ -199,6 +199,31 @@ def run_train_candidates(profile: str | None) -> dict[str, Any]:
     return outcome
 
 
+def run_train_ranker(profile: str | None) -> dict[str, Any]:
+    """Run the ranker flow and print the gate's decision with its reasons."""
+    prepare_prefect_home()
+    from flows.train_ranker import train_ranker_flow
+
+    outcome = train_ranker_flow(profile=profile)
+    m, b = outcome["metrics"], outcome["baseline"]
+    colour = "green" if outcome["passed"] else "red"
+    verdict = f"passed → {outcome['alias']}" if outcome["passed"] else "refused"
+    lines = [f"version    crossfade-ranker v{outcome['version']} (run {outcome['run_id']})"]
+    lines.append(f"gate       [{colour}]{verdict}[/{colour}]")
+    lines += [f"  - {reason}" for reason in outcome["reasons"]]
+    for key in sorted(k for k in m if k.startswith("ndcg@10")):
+        lines.append(
+            f"{key:<22} {m[key]:.4f} (candidate-score order {b.get(key, float('nan')):.4f})"
+        )
+    lines.append(
+        f"re-ranker  NDCG cost {m.get('rerank_ndcg_cost', float('nan')):.4f}, diversity "
+        f"{m.get('rerank_diversity_gain', float('nan')):+.4f}, long tail "
+        f"{m.get('rerank_long_tail_gain', float('nan')):+.4f}"
+    )
+    console.print(Panel("\n".join(lines), title="ranker", border_style=colour))
+    return outcome
+
+
 def _train_commands(root: typer.Typer) -> None:
     train_app = typer.Typer(help="Train and register models.", no_args_is_help=True)
     root.add_typer(train_app, name="train")
@@ -209,6 +234,16 @@ def _train_commands(root: typer.Typer) -> None:
         settings_or_exit(profile)
         try:
             run_train_candidates(profile)
+        except ValueError as exc:
+            err_console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(1) from None
+
+    @train_app.command("ranker")
+    def train_ranker(profile: ProfileOption = None) -> None:
+        """Train the per-tier ranker on logged impressions, gate it, register `crossfade-ranker`."""
+        settings_or_exit(profile)
+        try:
+            run_train_ranker(profile)
         except ValueError as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(1) from None
@@ -287,7 +322,7 @@ def register(groups: dict[str, typer.Typer]) -> None:
 
     @root.command("run")
     def run(profile: ProfileOption = None) -> None:
-        """The main job on the embedded default: ingest, features, candidate training."""
+        """The main job on the embedded default: ingest, features, candidates, ranker."""
         settings = settings_or_exit(profile)
         console.rule("crossfade main job")
         console.print(f"profile {settings.profile}, data root {settings.data_root}")
@@ -297,6 +332,8 @@ def register(groups: dict[str, typer.Typer]) -> None:
         run_features(profile)
         console.rule("3. candidates")
         run_train_candidates(profile)
+        console.rule("4. ranker")
+        run_train_ranker(profile)
         console.print(f"features    {settings.features_dir}")
         console.print(f"mlflow      {settings.tracking_uri} (`make ui` to browse)")
         console.print(f"lake        {settings.lake_dir}")

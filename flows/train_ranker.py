@@ -34,10 +34,13 @@ from crossfade.data.simulator import World
 from crossfade.evaluation.gate import decide
 from crossfade.evaluation.metric_tree import default_metric_tree_path, load_metric_tree
 from crossfade.evaluation.metrics import evaluate_all, item_genres, play_counts
+from crossfade.evaluation.report import write_evaluation_report
+from crossfade.evaluation.slices import by_slice, per_user_metrics
 from crossfade.log import get_logger
 from crossfade.ranking.dataset import FEATURES, REQUEST, History, simulated_impressions
 from crossfade.ranking.labels import LABEL, load_label_policy
 from crossfade.ranking.ranker import RankerModel, fit_ranker
+from crossfade.reranking import RequestContext, Reranker, default_reranking_path, load_reranking
 from feature_repo.definitions import RANKER_SERVICE
 from model_registry.lineage import lineage_tags
 from model_registry.ranker import MODEL_NAME, TIER, register_ranker
@@ -59,6 +62,7 @@ class RankerOutcome:
     passed: bool
     alias: str | None
     reasons: list[str] = field(default_factory=list)
+    report: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -100,11 +104,113 @@ def _offline_metrics(
 ) -> dict[str, float]:
     ranked = test.assign(_s=scores).sort_values([REQUEST, "_s"], ascending=[True, False])
     recs = {str(r): list(g[C.ITEM_ID])[:10] for r, g in ranked.groupby(REQUEST)}
-    relevant = {str(r): set(g.loc[g[LABEL] >= 2, C.ITEM_ID]) for r, g in ranked.groupby(REQUEST)}
-    metrics = evaluate_all(
+    return {**_list_metrics(recs, test, frames), **ndcg10_by_tier(test, scores)}
+
+
+def _list_metrics(
+    recs: dict[str, list[str]], test: pd.DataFrame, frames: dict[str, pd.DataFrame]
+) -> dict[str, float]:
+    relevant = {str(r): set(g.loc[g[LABEL] >= 2, C.ITEM_ID]) for r, g in test.groupby(REQUEST)}
+    return evaluate_all(
         recs, relevant, 10, play_counts(frames["events"]), item_genres(frames["items"])
     )
-    return {**metrics, **ndcg10_by_tier(test, scores)}
+
+
+def _graded_ndcg(recs: dict[str, list[str]], test: pd.DataFrame) -> float:
+    values = []
+    for request, g in test.groupby(REQUEST):
+        grades = dict(zip(g[C.ITEM_ID], g[LABEL], strict=True))
+        gains = np.array([2.0 ** grades.get(i, 0) - 1 for i in recs.get(str(request), [])[:10]])
+        ideal = 2.0 ** np.sort(g[LABEL].to_numpy())[::-1][:10] - 1
+        if ideal.sum() > 0 and len(gains):
+            d = 1 / np.log2(np.arange(2, 2 + max(len(gains), len(ideal))))
+            values.append(float((gains * d[: len(gains)]).sum() / (ideal * d[: len(ideal)]).sum()))
+    return float(np.mean(values)) if values else float("nan")
+
+
+def rerank_tradeoff(
+    test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
+    """NDCG@10, diversity and long-tail share with the re-ranker off and on (same requests)."""
+    items = frames["items"].drop_duplicates(C.ITEM_ID).set_index(C.ITEM_ID)
+    users = frames["users"].drop_duplicates(C.USER_ID).set_index(C.USER_ID)
+    pct = pd.Series(play_counts(frames["events"])).rank(pct=True)
+    base = test.assign(score=scores)
+    reranker = Reranker(load_reranking(default_reranking_path()))
+    rows = []
+    for name, use in (("ranker only", False), ("ranker + re-ranker", True)):
+        recs: dict[str, list[str]] = {}
+        for request, g in base.groupby(REQUEST):
+            ordered = g.sort_values("score", ascending=False)
+            if not use:
+                recs[str(request)] = ordered[C.ITEM_ID].tolist()[:10]
+                continue
+            meta = items.reindex(ordered[C.ITEM_ID])
+            frame = pd.DataFrame(
+                {
+                    "item_id": ordered[C.ITEM_ID].to_numpy(),
+                    "score": ordered["score"].to_numpy(),
+                    "artist_id": meta[C.ARTIST_ID].to_numpy(),
+                    "genre": meta[C.GENRE].to_numpy(),
+                    "explicit": meta[C.EXPLICIT].fillna(True).to_numpy(dtype=bool),
+                    "popularity": pct.reindex(ordered[C.ITEM_ID]).fillna(0.0).to_numpy(),
+                    "release_date": meta[C.RELEASE_DATE].to_numpy(),
+                    "available_markets": meta[C.AVAILABLE_MARKETS].to_numpy(),
+                }
+            )
+            user = users.loc[g[C.USER_ID].iloc[0]]
+            context = RequestContext(str(user[C.COUNTRY]), str(user[C.AGE_BUCKET]), g[C.TS].iloc[0])
+            recs[str(request)] = reranker.rerank(frame, context, 10).item_ids
+        m = _list_metrics(recs, test, frames)
+        rows.append(
+            {
+                "setting": name,
+                "ndcg": _graded_ndcg(recs, test),
+                "diversity": m.get("diversity@10", float("nan")),
+                "long_tail_share": m.get("long_tail_share@10", float("nan")),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def popularity_curve(
+    test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
+) -> pd.DataFrame:
+    """Share of top-10 recommendations vs share of plays per item-popularity decile."""
+    plays = pd.Series(play_counts(frames["events"]), dtype=float)
+    decile = pd.qcut(plays.rank(method="first"), 10, labels=False) + 1
+    ranked = test.assign(_s=scores).sort_values([REQUEST, "_s"], ascending=[True, False])
+    top = ranked.groupby(REQUEST).head(10)[C.ITEM_ID]
+    rec_share = top.map(decile).value_counts(normalize=True)
+    play_share = plays.groupby(decile).sum() / plays.sum()
+    return pd.DataFrame(
+        {
+            "popularity_decile": list(range(1, 11)),
+            "share_of_recommendations": [float(rec_share.get(d, 0.0)) for d in range(1, 11)],
+            "share_of_plays": [float(play_share.get(d, 0.0)) for d in range(1, 11)],
+        }
+    )
+
+
+def slice_table(
+    test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame], seed: int
+) -> pd.DataFrame:
+    """NDCG and friends by tier, country and age bucket with bootstrap CIs (per request)."""
+    ranked = test.assign(_s=scores).sort_values([REQUEST, "_s"], ascending=[True, False])
+    recs = {str(r): list(g[C.ITEM_ID])[:10] for r, g in ranked.groupby(REQUEST)}
+    relevant = {str(r): set(g.loc[g[LABEL] >= 2, C.ITEM_ID]) for r, g in test.groupby(REQUEST)}
+    per_request = per_user_metrics(recs, relevant, 10)
+    users = frames["users"].drop_duplicates(C.USER_ID).set_index(C.USER_ID)
+    who = test.drop_duplicates(REQUEST)[[REQUEST, C.USER_ID]]
+    requests = pd.DataFrame(
+        {
+            C.USER_ID: who[REQUEST].astype(str).to_numpy(),
+            C.TIER: users.loc[who[C.USER_ID], C.TIER].to_numpy(),
+            C.COUNTRY: users.loc[who[C.USER_ID], C.COUNTRY].to_numpy(),
+            C.AGE_BUCKET: users.loc[who[C.USER_ID], C.AGE_BUCKET].to_numpy(),
+        }
+    )
+    return by_slice(per_request, requests, [C.TIER, C.COUNTRY, C.AGE_BUCKET], n_boot=300, seed=seed)
 
 
 @task(name="ranker-impressions", cache_policy=NO_CACHE)
@@ -180,6 +286,11 @@ def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
     model = fit_ranker(train, valid, list(FEATURES), REQUEST, TIER, policy)
     metrics = _offline_metrics(test, model.predict(test, TIER), frames)
     baseline = _offline_metrics(test, test["source_score"].to_numpy(), frames)
+    tradeoff = rerank_tradeoff(test, model.predict(test, TIER), frames)
+    off, on = tradeoff.iloc[0], tradeoff.iloc[1]
+    metrics["rerank_ndcg_cost"] = float(off["ndcg"] - on["ndcg"])
+    metrics["rerank_diversity_gain"] = float(on["diversity"] - off["diversity"])
+    metrics["rerank_long_tail_gain"] = float(on["long_tail_share"] - off["long_tail_share"])
     tree = load_metric_tree(default_metric_tree_path())
     c = client(settings.tracking_uri)
     champion = version_by_alias(c, MODEL_NAME, CHAMPION)
@@ -196,6 +307,21 @@ def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
         run_id, version = register_ranker(
             model, settings, test, logged, tags, model_card(metrics, baseline, tags), png
         )
+    report = write_evaluation_report(
+        settings.reports_dir / "ranker" / f"v{version}",
+        f"crossfade-ranker v{version}",
+        {k: v for k, v in metrics.items() if v == v},
+        baseline,
+        run_metrics(c, champion) if champion is not None else None,
+        slice_table(test, model.predict(test, TIER), frames, settings.seed),
+        tradeoff,
+        popularity_curve(test, model.predict(test, TIER), frames),
+        decision.reasons,
+        {"impressions": f"{len(log_frame):,} rows, {log_frame[REQUEST].nunique():,} requests"},
+        passed=decision.passed,
+    )
+    c.log_artifact(run_id, str(report), artifact_path="evaluation_report")
+    c.set_model_version_tag(MODEL_NAME, version, "crossfade.report", str(report))
     c.set_model_version_tag(
         MODEL_NAME, version, "crossfade.gate", "passed" if decision.passed else "refused"
     )
@@ -205,8 +331,9 @@ def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
     if decision.passed and decision.promote_to:
         promote(c, MODEL_NAME, version, decision.promote_to)
     outcome = RankerOutcome(
-        version, run_id, metrics, baseline, decision.passed, decision.promote_to, decision.reasons
-    )
+        version, run_id, metrics, baseline, decision.passed, decision.promote_to,
+        decision.reasons, str(report),
+    )  # fmt: skip
     verdict = f"passed → {decision.promote_to}" if decision.passed else "REFUSED"
     create_markdown_artifact(
         f"# Ranker v{version}: gate {verdict}\n\n" + "\n".join(f"- {r}" for r in decision.reasons),

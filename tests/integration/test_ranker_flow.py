@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -28,6 +29,9 @@ def test_champion_then_a_worse_challenger_is_refused_with_its_reason(
     first = train_ranker_flow()
     assert first["passed"] and first["alias"] == "champion", first["reasons"]
     assert first["metrics"]["ndcg@10"] > 0
+    assert (
+        Path(first["report"]).is_file() and "Metrics by slice" in Path(first["report"]).read_text()
+    )
 
     real_fit = flow_module.fit_ranker
 

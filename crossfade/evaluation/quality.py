@@ -1,0 +1,356 @@
+"""The "full stack" for offline quality on interactions data: multi-source retrieval plus a
+LightGBM LambdaRank ranker, scored with the same full-ranking protocol as the baselines.
+
+Retrieval takes, per user, the union of the top-N of EASE, ALS, item kNN and most popular
+(training items excluded). The ranker sees, for each (user, candidate), every model's score
+and rank, the item's popularity and the user's activity. It is trained WITHOUT the test set:
+the training interactions are split again per user (80/20); the base models are fitted on the
+inner 80% and ranker rows are built over the inner candidates, labelled 1 when the item is in
+the inner 20%. Ranker settings (leaves, learning rate, candidate N) are chosen on a held-out
+set of those inner users. Then the base models are refitted on all training data and the
+ranker orders the candidates of the users being evaluated. Items outside the union are never
+recommended (they rank below every union item), which is why the union's recall is reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+import numpy as np
+import pandas as pd
+
+from crossfade import columns as C
+from crossfade.evaluation.baselines import (
+    EASE,
+    ALSBaseline,
+    ItemKNN,
+    MatrixRecommender,
+    MostPopular,
+)
+from crossfade.evaluation.protocol import _mean_metrics, full_ranking_eval, items_by_user
+from crossfade.evaluation.splits import ratio_split
+from crossfade.ranking.labels import LABEL, LabelPolicy
+from crossfade.ranking.ranker import RankerModel, fit_ranker
+
+MODELS: tuple[str, ...] = ("most_popular", "item_knn", "als", "ease")
+FEATURES: list[str] = [
+    *(f"{m}_{kind}" for m in MODELS for kind in ("score", "rank", "z")),
+    "item_popularity",
+    "user_activity",
+]
+GROUP = "_group"
+TIER = "_tier"
+TIER_VALUE = "premium"
+BLOCK_USERS = 256
+
+
+@dataclass(frozen=True)
+class RankerSetting:
+    """One ranker configuration tried on the inner validation users."""
+
+    num_leaves: int = 31
+    learning_rate: float = 0.05
+    candidates_per_model: int = 200
+
+    def params(self, seed: int) -> dict[str, Any]:
+        """LightGBM parameters (on top of the ranker defaults) for this setting."""
+        return {
+            "num_leaves": self.num_leaves,
+            "learning_rate": self.learning_rate,
+            "seed": seed,
+            "deterministic": True,
+            "force_row_wise": True,
+        }
+
+
+DEFAULT_GRID: tuple[RankerSetting, ...] = tuple(
+    RankerSetting(leaves, rate, n)
+    for n, leaves, rate in itertools.product((100, 200), (15, 63), (0.05,))
+)
+
+
+def base_models(seed: int = 42) -> dict[str, MatrixRecommender]:
+    """The four retrieval sources with the settings of the ML-100K anchors."""
+    return {
+        "most_popular": MostPopular(),
+        "item_knn": ItemKNN(neighbours=100),
+        "als": ALSBaseline(seed=seed),
+        "ease": EASE(l2=500.0),
+    }
+
+
+def model_scores(model: MatrixRecommender, rows: np.ndarray) -> np.ndarray:
+    """Dense [len(rows), n_items] scores of a fitted baseline, from its public attributes
+    (the baselines only expose top-k lists; the ranker needs every candidate's score)."""
+    if isinstance(model, EASE):
+        return np.asarray(model.matrix[rows] @ model.weights, dtype=np.float64)
+    if isinstance(model, ALSBaseline):
+        users = model.user_factors[rows].astype(np.float64)
+        return np.asarray(users @ model.item_factors.T.astype(np.float64))
+    if isinstance(model, ItemKNN):
+        binary = (model.matrix[rows] > 0).astype(np.float64)
+        return np.asarray((binary @ model.similarity).todense(), dtype=np.float64)
+    return np.broadcast_to(model.popularity, (len(rows), len(model.item_ids))).astype(np.float64)
+
+
+def _ranks(scores: np.ndarray) -> np.ndarray:
+    """0-based position of every column in each row's descending order (ties by index)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(scores.shape[1])[np.newaxis, :], axis=1)
+    return ranks
+
+
+def build_candidates(
+    models: Mapping[str, MatrixRecommender],
+    users: Sequence[str],
+    exclude: Mapping[str, set[str]],
+    n_per_model: int,
+) -> pd.DataFrame:
+    """Candidate rows (user, item, features) for users known to the fitted models: the union
+    of each model's top-`n_per_model` over the catalogue minus exclude[user]."""
+    first = next(iter(models.values()))
+    item_ids = np.asarray(first.item_ids, dtype=object)
+    for model in models.values():
+        if model.item_ids != first.item_ids or model.user_ids != first.user_ids:
+            raise ValueError("base models must be fitted on the same interactions")
+    user_index = {u: i for i, u in enumerate(first.user_ids)}
+    item_index = {t: i for i, t in enumerate(first.item_ids)}
+    activity = np.asarray((first.matrix > 0).sum(axis=1), dtype=np.float64).ravel()
+    popularity = first.popularity / max(float(first.matrix.shape[0]), 1.0)
+    known = [u for u in users if u in user_index]
+    frames: list[pd.DataFrame] = []
+    for start in range(0, len(known), BLOCK_USERS):
+        block = known[start : start + BLOCK_USERS]
+        rows = np.array([user_index[u] for u in block], dtype=np.int64)
+        banned = np.zeros((len(block), len(item_ids)), dtype=bool)
+        for n, user in enumerate(block):
+            cols = [item_index[i] for i in exclude.get(user, ()) if i in item_index]
+            banned[n, cols] = True
+        scores: dict[str, np.ndarray] = {}
+        ranks: dict[str, np.ndarray] = {}
+        zs: dict[str, np.ndarray] = {}
+        for name, model in models.items():
+            s = model_scores(model, rows)
+            scores[name] = s
+            ranks[name] = _ranks(np.where(banned, -np.inf, s))
+            # per-user standardised score: comparable across users and across the inner
+            # (smaller) and full training fits, unlike raw scores
+            allowed = np.where(banned, np.nan, s)
+            mean = np.nanmean(allowed, axis=1, keepdims=True)
+            std = np.nanstd(allowed, axis=1, keepdims=True)
+            zs[name] = (s - mean) / np.where(std > 0, std, 1.0)
+        union = np.zeros_like(banned)
+        for r in ranks.values():
+            union |= r < n_per_model
+        union &= ~banned
+        u_pos, i_pos = np.nonzero(union)
+        data: dict[str, Any] = {
+            C.USER_ID: np.asarray(block, dtype=object)[u_pos],
+            C.ITEM_ID: item_ids[i_pos],
+        }
+        for name in models:
+            data[f"{name}_score"] = scores[name][u_pos, i_pos]
+            data[f"{name}_rank"] = ranks[name][u_pos, i_pos].astype(np.float64)
+            data[f"{name}_z"] = zs[name][u_pos, i_pos]
+        data["item_popularity"] = popularity[i_pos]
+        data["user_activity"] = activity[rows[u_pos]]
+        frames.append(pd.DataFrame(data))
+    if not frames:
+        return pd.DataFrame(columns=[C.USER_ID, C.ITEM_ID, *FEATURES])
+    return pd.concat(frames, ignore_index=True)
+
+
+def _restrict(frame: pd.DataFrame, n_per_model: int) -> pd.DataFrame:
+    """Rows of a candidate frame that are in the union of the top-`n_per_model` lists."""
+    best = frame[[f"{m}_rank" for m in MODELS]].min(axis=1)
+    return frame[best < n_per_model]
+
+
+def _label(frame: pd.DataFrame, positives: Mapping[str, set[str]]) -> pd.DataFrame:
+    pairs = zip(frame[C.USER_ID], frame[C.ITEM_ID], strict=True)
+    labels = np.fromiter(
+        (1 if i in positives.get(u, ()) else 0 for u, i in pairs), dtype=np.int32, count=len(frame)
+    )
+    out = frame.copy()
+    out[LABEL] = labels
+    out[GROUP] = frame[C.USER_ID]
+    out[TIER] = TIER_VALUE
+    return out
+
+
+def _top_lists(frame: pd.DataFrame, scores: np.ndarray, k: int) -> dict[str, list[str]]:
+    """Best k items per user by ranker score (ties by the EASE rank, then item id)."""
+    ordered = frame.assign(_s=scores).sort_values(
+        [C.USER_ID, "_s", "ease_rank", C.ITEM_ID], ascending=[True, False, True, True]
+    )
+    top = ordered.groupby(C.USER_ID, sort=False).head(k)
+    return {str(u): list(map(str, g)) for u, g in top.groupby(C.USER_ID, sort=False)[C.ITEM_ID]}
+
+
+def _policy() -> LabelPolicy:
+    from crossfade.config import default_config_dir
+    from crossfade.ranking.labels import load_label_policy
+
+    return load_label_policy(default_config_dir() / "labels.yaml")
+
+
+@dataclass
+class FullStack:
+    """Retrieval union + LambdaRank ranker, fitted on training interactions only.
+
+    `fit` leaves `training_frame` (the labelled ranker rows, all from the inner split of the
+    training data), `tuning` (inner-validation NDCG per setting), `setting` (the winner) and
+    `inner_baselines` (each base model's own NDCG on the same validation users).
+    """
+
+    k: int = 10
+    seed: int = 42
+    grid: Sequence[RankerSetting] = DEFAULT_GRID
+    inner_share: float = 0.2
+    num_boost_round: int = 300
+    models: dict[str, MatrixRecommender] = field(default_factory=dict)
+    ranker: RankerModel | None = None
+    setting: RankerSetting = field(default_factory=RankerSetting)
+    training_frame: pd.DataFrame = field(default_factory=pd.DataFrame)
+    tuning: list[dict[str, float]] = field(default_factory=list)
+    inner_baselines: dict[str, float] = field(default_factory=dict)
+
+    def fit(self, interactions: pd.DataFrame) -> Self:
+        """Tune and train the ranker on an inner split of `interactions`, then refit the
+        base models on all of `interactions` for serving."""
+        inner = ratio_split(interactions, self.inner_share, self.seed)
+        inner_models = {name: m.fit(inner.train) for name, m in base_models(self.seed).items()}
+        seen = items_by_user(inner.train)
+        held = {u: s - seen.get(u, set()) for u, s in items_by_user(inner.test).items()}
+        held = {u: s for u, s in held.items() if s}
+        users = sorted(held)
+        n_max = max(s.candidates_per_model for s in self.grid)
+        frame = _label(build_candidates(inner_models, users, seen, n_max), held)
+        self.training_frame = frame.reset_index(drop=True)
+        # tuning users: a seeded fifth of the inner users, never part of ranker training
+        rng = np.random.default_rng(self.seed)
+        valid_users = set(rng.choice(users, size=max(1, len(users) // 5), replace=False))
+        in_valid = frame[C.USER_ID].isin(valid_users)
+        policy = _policy()
+        # reference: each base model's own order on the same validation users and candidates
+        valid_all = frame[in_valid]
+        valid_held = {u: held[u] for u in valid_users}
+        self.inner_baselines = {
+            m: _mean_metrics(
+                _top_lists(valid_all, -valid_all[f"{m}_rank"].to_numpy(), self.k),
+                valid_held,
+                self.k,
+            )[f"ndcg@{self.k}"]
+            for m in MODELS
+        }
+        best: tuple[float, RankerSetting, RankerModel] | None = None
+        self.tuning = []
+        for setting in self.grid:
+            part = _restrict(frame, setting.candidates_per_model)
+            train_rows = part[~in_valid.loc[part.index]]
+            # requests with no positive teach LambdaRank nothing
+            has_pos = train_rows.groupby(GROUP)[LABEL].transform("max") > 0
+            valid_rows = part[in_valid.loc[part.index]]
+            ranker = fit_ranker(
+                train_rows[has_pos],
+                valid_rows,
+                FEATURES,
+                GROUP,
+                TIER,
+                policy,
+                params=setting.params(self.seed),
+                num_boost_round=self.num_boost_round,
+            )
+            lists = _top_lists(valid_rows, ranker.predict(valid_rows, TIER), self.k)
+            metrics = _mean_metrics(lists, valid_held, self.k)
+            ndcg = metrics[f"ndcg@{self.k}"]
+            self.tuning.append(
+                {
+                    "num_leaves": float(setting.num_leaves),
+                    "learning_rate": setting.learning_rate,
+                    "candidates_per_model": float(setting.candidates_per_model),
+                    "trees": float(ranker.best_iterations.get(TIER_VALUE, 0)),
+                    f"inner_ndcg@{self.k}": ndcg,
+                }
+            )
+            if best is None or ndcg > best[0]:
+                best = (ndcg, setting, ranker)
+        if best is None:
+            raise ValueError("the ranker grid is empty")
+        _, self.setting, self.ranker = best
+        self.models = {name: m.fit(interactions) for name, m in base_models(self.seed).items()}
+        return self
+
+    def candidates(self, user_ids: Iterable[str], exclude: Mapping[str, set[str]]) -> pd.DataFrame:
+        """Candidate rows (with features) of the refitted base models for these users."""
+        return build_candidates(
+            self.models, [str(u) for u in user_ids], exclude, self.setting.candidates_per_model
+        )
+
+    def recommend(
+        self, user_ids: Iterable[str], k: int, exclude: Mapping[str, set[str]] | None = None
+    ) -> dict[str, list[str]]:
+        """Top-k per user: the ranker's order of the union candidates, never an excluded
+        item; users unknown to training get the most-popular list."""
+        if self.ranker is None or not self.models:
+            raise RuntimeError("fit the full stack before asking for recommendations")
+        exclude = exclude or {}
+        users = [str(u) for u in user_ids]
+        frame = self.candidates(users, exclude).assign(**{TIER: TIER_VALUE})
+        out = (
+            _top_lists(frame.reset_index(drop=True), self.ranker.predict(frame, TIER), k)
+            if len(frame)
+            else {}
+        )
+        cold = [u for u in users if u not in out]
+        if cold:
+            out.update(self.models["most_popular"].recommend(cold, k, exclude))
+        return {u: out.get(u, []) for u in users}
+
+
+@dataclass
+class QualityResult:
+    """Metrics per model, the union's recall, and the fitted full stack (for inspection)."""
+
+    metrics: dict[str, dict[str, float]]
+    stack: FullStack
+
+
+def union_recall(stack: FullStack, train: pd.DataFrame, test: pd.DataFrame) -> float:
+    """Mean share of each test user's new test items that the candidate union contains."""
+    seen = items_by_user(train)
+    relevant = {u: s - seen.get(u, set()) for u, s in items_by_user(test).items()}
+    relevant = {u: s for u, s in relevant.items() if s}
+    frame = stack.candidates(sorted(relevant), seen)
+    got = {str(u): set(map(str, g)) for u, g in frame.groupby(C.USER_ID)[C.ITEM_ID]}
+    return float(np.mean([len(s & got.get(u, set())) / len(s) for u, s in relevant.items()]))
+
+
+def run_quality_details(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    k: int = 10,
+    seed: int = 42,
+    grid: Sequence[RankerSetting] = DEFAULT_GRID,
+) -> QualityResult:
+    """Fit the four baselines and the full stack on `train` only, and score all five with
+    full ranking on `test` (training items excluded)."""
+    metrics: dict[str, dict[str, float]] = {}
+    for name, model in base_models(seed).items():
+        metrics[name] = full_ranking_eval(model.fit(train), train, test, k)
+    stack = FullStack(k=k, seed=seed, grid=grid).fit(train)
+    metrics["full_stack"] = full_ranking_eval(stack, train, test, k)
+    n = stack.setting.candidates_per_model
+    metrics["full_stack"][f"union_recall@{n}x{len(MODELS)}"] = union_recall(stack, train, test)
+    return QualityResult(metrics, stack)
+
+
+def run_quality(
+    train: pd.DataFrame, test: pd.DataFrame, k: int = 10, seed: int = 42
+) -> dict[str, dict[str, float]]:
+    """precision@k, recall@k, ndcg@k of most_popular, item_knn, als, ease and full_stack."""
+    return run_quality_details(train, test, k, seed).metrics

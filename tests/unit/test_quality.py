@@ -1,0 +1,132 @@
+"""The full stack (retrieval union + LambdaRank) on a small block-structured world: runs end
+to end, reports all five models, never recommends training items, and learns only from the
+training data (the ranker's rows do not change when the test set does)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from crossfade import columns as C
+from crossfade.candidates.weights import WEIGHT
+from crossfade.evaluation.protocol import items_by_user
+from crossfade.evaluation.quality import (
+    FEATURES,
+    MODELS,
+    FullStack,
+    QualityResult,
+    RankerSetting,
+    base_models,
+    build_candidates,
+    run_quality_details,
+)
+from crossfade.evaluation.splits import ratio_split
+from crossfade.ranking.labels import LABEL
+
+GRID = (RankerSetting(num_leaves=7, learning_rate=0.1, candidates_per_model=12),)
+K = 5
+
+
+def block_world(seed: int = 0) -> pd.DataFrame:
+    """Three taste blocks of 20 items; each of 30 users per block plays 10 random items of
+    their block (more often the block's low-numbered items) and one random other item."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    popularity = 1.0 / np.arange(1, 21)
+    popularity /= popularity.sum()
+    for b in range(3):
+        for u in range(30):
+            picks = rng.choice(20, size=10, replace=False, p=popularity)
+            rows += [(f"u{b}_{u}", f"i{b}_{n}") for n in picks]
+            other = (b + 1 + rng.integers(2)) % 3
+            rows.append((f"u{b}_{u}", f"i{other}_{rng.integers(20)}"))
+    frame = pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID]).drop_duplicates()
+    return frame.assign(**{WEIGHT: 1.0}).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def split() -> tuple[pd.DataFrame, pd.DataFrame]:
+    s = ratio_split(block_world(), 0.2, seed=1)
+    return s.train.reset_index(drop=True), s.test.reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def result(split: tuple[pd.DataFrame, pd.DataFrame]) -> QualityResult:
+    train, test = split
+    return run_quality_details(train, test, k=K, seed=7, grid=GRID)
+
+
+def test_full_stack_reports_all_five_models_with_sane_metrics(result: QualityResult) -> None:
+    assert set(result.metrics) == {*MODELS, "full_stack"}
+    for metrics in result.metrics.values():
+        for name in (f"precision@{K}", f"recall@{K}", f"ndcg@{K}"):
+            assert 0.0 <= metrics[name] <= 1.0
+    union = [key for key in result.metrics["full_stack"] if key.startswith("union_recall@")]
+    assert len(union) == 1 and 0.0 < result.metrics["full_stack"][union[0]] <= 1.0
+    # the blocks are learnable: the stack must beat the non-personalised floor
+    assert result.metrics["full_stack"][f"ndcg@{K}"] > result.metrics["most_popular"][f"ndcg@{K}"]
+    assert result.stack.tuning and result.stack.setting == GRID[0]
+
+
+def test_full_stack_never_recommends_training_items(
+    split: tuple[pd.DataFrame, pd.DataFrame], result: QualityResult
+) -> None:
+    train, _ = split
+    seen = items_by_user(train)
+    users = sorted(seen)
+    recs = result.stack.recommend(users, k=50, exclude=seen)
+    assert set(recs) == set(users)
+    for user in users:
+        assert recs[user], user
+        assert not set(recs[user]) & seen[user]
+        assert len(recs[user]) == len(set(recs[user]))
+
+
+def test_unknown_users_get_the_popular_list_and_unfitted_stack_refuses(
+    result: QualityResult,
+) -> None:
+    recs = result.stack.recommend(["nobody"], k=3, exclude={})
+    assert recs["nobody"] == result.stack.models["most_popular"].recommend(["x"], 3)["x"]
+    with pytest.raises(RuntimeError):
+        FullStack().recommend(["u0_0"], 3)
+
+
+def test_ranker_training_rows_come_only_from_the_training_data(
+    split: tuple[pd.DataFrame, pd.DataFrame], result: QualityResult
+) -> None:
+    train, test = split
+    # a very different test set: half the rows dropped, and every user "plays" every item
+    everything = pd.MultiIndex.from_product(
+        [sorted(set(test[C.USER_ID])), sorted(set(train[C.ITEM_ID]))],
+        names=[C.USER_ID, C.ITEM_ID],
+    ).to_frame(index=False)
+    mutated = pd.concat([test.iloc[::2], everything.assign(**{WEIGHT: 1.0})], ignore_index=True)
+    other = run_quality_details(train, mutated, k=K, seed=7, grid=GRID)
+    frame = result.stack.training_frame
+    pd.testing.assert_frame_equal(frame, other.stack.training_frame)
+    assert set(frame.columns) >= {*FEATURES, LABEL}
+    # every labelled pair is a training interaction; test-only pairs never appear as positives
+    train_pairs = set(zip(train[C.USER_ID], train[C.ITEM_ID], strict=True))
+    positives = frame[frame[LABEL] == 1]
+    assert len(positives) > 0
+    assert set(zip(positives[C.USER_ID], positives[C.ITEM_ID], strict=True)) <= train_pairs
+
+
+def test_candidates_are_the_union_of_each_models_top_n_minus_exclusions(
+    split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    train, _ = split
+    models = {name: m.fit(train) for name, m in base_models(3).items()}
+    seen = items_by_user(train)
+    users = sorted(seen)[:10]
+    frame = build_candidates(models, users, seen, n_per_model=5)
+    for user, rows in frame.groupby(C.USER_ID):
+        items = set(rows[C.ITEM_ID])
+        expected = set().union(
+            *(m.recommend([str(user)], 5, seen)[str(user)] for m in models.values())
+        )
+        assert items == expected
+        assert not items & seen[str(user)]
+        assert 5 <= len(items) <= 5 * len(MODELS)
+    assert set(frame[C.USER_ID]) == set(users)
