@@ -170,6 +170,44 @@ def data_status(profile: ProfileOption = None) -> None:
         console.print(f"  {name}  (report: {settings.quarantine_dir / name / 'report.json'})")
 
 
+bench_app = typer.Typer(help="Measure quality on any dataset.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("quality")
+def bench_quality(
+    dataset: Annotated[Path, typer.Option("--dataset", help="file or folder of interactions")],
+    fmt: Annotated[
+        str, typer.Option("--format", help="interactions | movielens | recbole | lastfm1k")
+    ],
+    protocol: Annotated[str, typer.Option(help="random-per-user | temporal")] = "random-per-user",
+    ratios: Annotated[str, typer.Option(help="train,test shares")] = "0.8,0.2",
+    seed: Annotated[int, typer.Option(help="split and model seed")] = 42,
+    k: Annotated[int, typer.Option(help="cut-off of the metrics")] = 10,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the metrics here")] = None,
+) -> None:
+    """Run the full stack and the baselines on a dataset; print one JSON object per model."""
+    import json
+
+    from crossfade.data.importers import ImportFormatError
+    from crossfade.evaluation.bench import bench_quality as run
+
+    try:
+        shares = tuple(float(x) for x in ratios.split(","))
+        if len(shares) != 2:
+            raise ValueError(f"--ratios needs two numbers, got {ratios!r}")
+        results = run(fmt, dataset, protocol, (shares[0], shares[1]), seed, k)
+    except (ImportFormatError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    for model, metrics in results.items():
+        typer.echo(json.dumps({"model": model, **metrics}, sort_keys=True))
+    if json_out is not None:
+        from crossfade.data.lake import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(results, indent=2, sort_keys=True))
+        err_console.print(f"metrics written to {json_out}")
+
+
 def _load_plugins() -> None:
     """Let packages above the core add commands (entry-point group `crossfade.commands`)."""
     groups = {"root": app, "data": data_app}
