@@ -20,6 +20,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import pandas as pd
 
 from benchmarks.report import write_section
+from crossfade.candidates.generator import SOURCES
 from crossfade.candidates.model import train_candidates
 from crossfade.config import CandidateSettings, SimulatorSettings
 from crossfade.data import lake
@@ -81,14 +82,7 @@ def main() -> None:
     sources = "\n".join(
         f"| {s} | {simulated.get(f'recall_at_500_{s}', float('nan')):.3f} "
         f"| {movielens.get(f'recall_at_500_{s}', float('nan')):.3f} |"
-        for s in (
-            "collaborative",
-            "content",
-            "cold_start",
-            "popular_in_market",
-            "fresh_releases",
-            "episodes",
-        )
+        for s in SOURCES
     )
     body = (
         "Candidate recall@N (mean over listeners of found / relevant), the merged list cut at N; "

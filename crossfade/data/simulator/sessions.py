@@ -15,6 +15,7 @@ from datetime import timedelta
 
 import numpy as np
 
+from crossfade.data import domains as D
 from crossfade.data.simulator import behaviour as B
 from crossfade.data.simulator import markets as M
 from crossfade.data.simulator.daylog import DayAds, DayEvents, empty
@@ -22,16 +23,7 @@ from crossfade.data.simulator.listeners import AD_SUPPORTED, PREMIUM
 from crossfade.data.simulator.rotation import Charts, Rotation
 from crossfade.data.simulator.world import World
 
-MUSIC_CONTEXTS = (
-    "playlist",
-    "album",
-    "artist",
-    "radio",
-    "home_shelf",
-    "discover_weekly",
-    "search",
-    "collection",
-)
+MUSIC_CONTEXTS = tuple(c for c in D.CONTEXT_TYPES if c not in ("podcast_show", "unknown"))
 MUSIC_CONTEXT_CODES = np.array([B.CONTEXT[c] for c in MUSIC_CONTEXTS], dtype=np.int8)
 MUSIC_CONTEXT_MIX = np.array([0.30, 0.12, 0.06, 0.08, 0.12, 0.07, 0.08, 0.17])
 # Shuffle probability per context, for Premium and Ad-supported listeners (forced on mobile).
