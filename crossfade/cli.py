@@ -208,6 +208,51 @@ def bench_quality(
         err_console.print(f"metrics written to {json_out}")
 
 
+@app.command()
+def evaluate(
+    protocol: Annotated[str, typer.Option(help="temporal | random-per-user")] = "temporal",
+    k: Annotated[int, typer.Option(help="cut-off of the metrics")] = 10,
+    test_share: Annotated[float, typer.Option(help="share of interactions held out")] = 0.2,
+    profile: ProfileOption = None,
+) -> None:
+    """Evaluate the full stack and the baselines on the lake's own listening data."""
+    import json
+
+    from crossfade import columns as C
+    from crossfade.candidates.weights import WEIGHT
+    from crossfade.data.lake import read_lake_table
+    from crossfade.evaluation.bench import split
+    from crossfade.evaluation.quality import run_quality
+
+    settings = settings_or_exit(profile)
+    events = read_lake_table(settings.lake_dir, "events", columns=[C.USER_ID, C.ITEM_ID, C.TS])
+    if events.num_rows == 0:
+        raise fail(
+            f"the lake at {settings.lake_dir} has no events: run `crossfade data ingest` first"
+        )
+    frame = events.to_pandas().assign(**{WEIGHT: 1.0})
+    try:
+        train, test = split(frame, protocol, test_share, settings.seed)
+        results = run_quality(train, test, k=k, seed=settings.seed)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    table = Table(title=f"{protocol} split, k={k}", show_edge=False)
+    metrics = sorted({m for r in results.values() for m in r})
+    for column in ("model", *metrics):
+        table.add_column(column)
+    for model, values in results.items():
+        cells = [values.get(m, float("nan")) for m in metrics]
+        table.add_row(
+            model,
+            *(
+                f"{v:.0f}" if m == "users" else f"{v:.4f}"
+                for m, v in zip(metrics, cells, strict=True)
+            ),
+        )
+    console.print(table)
+    typer.echo(json.dumps(results, sort_keys=True))
+
+
 def _load_plugins() -> None:
     """Let packages above the core add commands (entry-point group `crossfade.commands`)."""
     groups = {"root": app, "data": data_app}

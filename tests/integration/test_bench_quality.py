@@ -10,6 +10,9 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from crossfade.cli import app
+from crossfade.config import Settings
+from crossfade.data import lake
+from crossfade.data.simulator import simulate
 
 runner = CliRunner()
 
@@ -77,3 +80,17 @@ def test_bench_quality_names_bad_arguments(tmp_path: Path) -> None:
         ["bench", "quality", "--dataset", str(tmp_path / "nope.csv"), "--format", "interactions"],
     )
     assert missing.exit_code == 1 and "nope.csv" in missing.output
+
+
+def test_evaluate_runs_on_the_lake(settings: Settings) -> None:
+    batch = simulate(settings.simulator, settings.seed, settings.staging_dir, settings.truth_dir)
+    lake.publish_batch(batch, settings.lake_dir)
+    result = runner.invoke(app, ["evaluate", "--protocol", "temporal", "--k", "10"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert metrics["full_stack"]["ndcg@10"] > metrics["most_popular"]["ndcg@10"]
+
+
+def test_evaluate_on_an_empty_lake_says_what_to_do() -> None:
+    result = runner.invoke(app, ["evaluate"])
+    assert result.exit_code == 1 and "data ingest" in result.output
