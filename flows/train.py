@@ -23,9 +23,8 @@ from prefect.cache_policies import NO_CACHE
 from crossfade.candidates.model import CandidateModel, train_candidates
 from crossfade.config import Settings, load_settings
 from crossfade.data import lake
-from crossfade.evaluation.candidates import evaluate_candidates
-from crossfade.evaluation.retrieval import recall_at
-from crossfade.evaluation.splits import positives, temporal_split
+from crossfade.evaluation.candidates import holdout_recall
+from crossfade.evaluation.splits import temporal_split
 from crossfade.log import get_logger
 from feature_repo.definitions import CANDIDATE_SERVICE
 from model_registry.candidates import register_candidates
@@ -69,19 +68,9 @@ def holdout_evaluation(settings: Settings, frames: dict[str, pd.DataFrame]) -> d
     """Train on the past, measure recall on the last days, and the popularity baseline."""
     split = temporal_split(frames["events"], HOLDOUT_DAYS)
     assert split.cutoff is not None
-    model = train_candidates(
-        split.train, frames["items"], frames["users"], frames["onboarding"],
-        settings.candidates, settings.seed, now=split.cutoff,
-    )  # fmt: skip
-    relevant = positives(split.test, split.train)
-    metrics = evaluate_candidates(model, relevant, frames["items"], split.train, split.cutoff)
-    baseline = {
-        user: model.popularity.popular_in_market(model.listener(user).country, 500)[0]
-        for user in relevant
-    }
-    for n in (100, 200, 500):
-        metrics[f"baseline_popular_recall_at_{n}"] = recall_at(baseline, relevant, n)
-    return metrics
+    return holdout_recall(
+        split.train, split.test, split.cutoff, frames, settings.candidates, settings.seed
+    )
 
 
 @task(name="train-candidates", cache_policy=NO_CACHE)

@@ -284,9 +284,10 @@ def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
     test = log_frame[log_frame[C.TS] >= cutoff + 3 * day]
     policy = load_label_policy(settings.config_path / "labels.yaml")
     model = fit_ranker(train, valid, list(FEATURES), REQUEST, TIER, policy)
-    metrics = _offline_metrics(test, model.predict(test, TIER), frames)
+    scores = model.predict(test, TIER)  # scored once, used by every measurement below
+    metrics = _offline_metrics(test, scores, frames)
     baseline = _offline_metrics(test, test["source_score"].to_numpy(), frames)
-    tradeoff = rerank_tradeoff(test, model.predict(test, TIER), frames)
+    tradeoff = rerank_tradeoff(test, scores, frames)
     off, on = tradeoff.iloc[0], tradeoff.iloc[1]
     metrics["rerank_ndcg_cost"] = float(off["ndcg"] - on["ndcg"])
     metrics["rerank_diversity_gain"] = float(on["diversity"] - off["diversity"])
@@ -313,9 +314,9 @@ def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
         {k: v for k, v in metrics.items() if v == v},
         baseline,
         run_metrics(c, champion) if champion is not None else None,
-        slice_table(test, model.predict(test, TIER), frames, settings.seed),
+        slice_table(test, scores, frames, settings.seed),
         tradeoff,
-        popularity_curve(test, model.predict(test, TIER), frames),
+        popularity_curve(test, scores, frames),
         decision.reasons,
         {"impressions": f"{len(log_frame):,} rows, {log_frame[REQUEST].nunique():,} requests"},
         passed=decision.passed,

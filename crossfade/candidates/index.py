@@ -218,6 +218,14 @@ class ItemIndex(ABC):
         """Whether `item_id` is in the catalogue."""
         return item_id in self._rows
 
+    def vectors_of(self, item_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Stored vectors of `item_ids` (zeros where unknown) and a mask of the known ones."""
+        rows = np.array([self._rows.get(i, -1) for i in item_ids], dtype=np.int64)
+        known = rows >= 0
+        out = np.zeros((len(rows), self.dim), dtype=np.float32)
+        out[known] = self._vectors[rows[known]]
+        return out, known
+
     def __repr__(self) -> str:
         """Backend, size and dimension, for logs."""
         return f"<{type(self).__name__} backend={self.backend} n={len(self)} dim={self.dim}>"

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -126,6 +127,19 @@ class CandidateModel:
         )
         out["episodes"] = self.popularity.episodes(listener.country, q.get("episodes", 0) * over)
         return out
+
+    def content_similarity(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
+        """Cosine of each item's content embedding with the listener's profile (0 if none)."""
+        profile = self._profile_index.get(user_id)
+        if profile is None:
+            return np.zeros(len(item_ids), dtype=np.float32)
+        vectors, _ = self.content_index.vectors_of(item_ids)
+        return vectors @ self.profiles[profile]
+
+    def popularity_share(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Each item's share of decayed plays (0 for items the tables do not know)."""
+        rows = self._item_row.get_indexer(pd.Index(list(item_ids)))
+        return np.where(rows >= 0, self.popularity.global_share()[np.maximum(rows, 0)], 0.0)
 
     def _plays(self, user_id: str) -> int:
         return self._plays_by_user.get(user_id, 0)

@@ -9,8 +9,10 @@ import pandas as pd
 
 from crossfade import columns as C
 from crossfade.candidates.generator import SOURCES
-from crossfade.candidates.model import CandidateModel
+from crossfade.candidates.model import CandidateModel, train_candidates
+from crossfade.config import CandidateSettings
 from crossfade.evaluation.retrieval import recall_at, restrict
+from crossfade.evaluation.splits import positives
 
 NS: tuple[int, ...] = (100, 200, 500)
 
@@ -57,3 +59,33 @@ def evaluate_candidates(
         sum(len(v) for v in restrict(relevant, items=new_items).values())
     )
     return {k: v for k, v in metrics.items() if v == v}  # drop NaN (empty slices)
+
+
+def holdout_recall(
+    split_train: pd.DataFrame,
+    split_test: pd.DataFrame,
+    cutoff: datetime,
+    frames: dict[str, pd.DataFrame],
+    settings: CandidateSettings,
+    seed: int,
+) -> dict[str, float]:
+    """Train candidates on the past of a split, measure recall@N on what follows, and the
+    popular-in-market baseline on the same listeners (`baseline_popular_recall_at_N`)."""
+    model = train_candidates(
+        split_train,
+        frames["items"],
+        frames["users"],
+        frames["onboarding"],
+        settings,
+        seed,
+        now=cutoff,
+    )
+    relevant = positives(split_test, split_train)
+    metrics = evaluate_candidates(model, relevant, frames["items"], split_train, cutoff)
+    baseline = {
+        user: model.popularity.popular_in_market(model.listener(user).country, max(NS))[0]
+        for user in relevant
+    }
+    for n in NS:
+        metrics[f"baseline_popular_recall_at_{n}"] = recall_at(baseline, relevant, n)
+    return metrics

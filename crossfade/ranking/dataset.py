@@ -84,19 +84,13 @@ def candidate_features(
     meta = items.drop_duplicates(C.ITEM_ID).set_index(C.ITEM_ID).reindex(ids)
     frame = pd.DataFrame({C.ITEM_ID: ids})
     frame["cf_score"] = np.nan_to_num(model.cf.score(user_id, ids), nan=0.0)
-    profile = model._profile_index.get(user_id)
-    if profile is not None:
-        vectors = model.content.transform(meta.reset_index())
-        frame["content_sim"] = vectors @ model.profiles[profile]
-    else:
-        frame["content_sim"] = 0.0
+    # Content vectors come from the model's index: no re-embedding per request.
+    frame["content_sim"] = model.content_similarity(user_id, ids)
     frame["source_score"] = [c.score for c in candidates]
     frame["n_sources"] = [len(c.sources) for c in candidates]
     for source in SOURCES:
         frame[f"src_{source}"] = [float(source in c.sources) for c in candidates]
-    rows = model._item_row.get_indexer(pd.Index(ids))
-    share = model.popularity.global_share()
-    frame["popularity"] = np.where(rows >= 0, share[np.maximum(rows, 0)], 0.0)
+    frame["popularity"] = model.popularity_share(ids)
     release = pd.to_datetime(meta[C.RELEASE_DATE]).dt.tz_localize("UTC")
     frame["days_since_release"] = ((pd.Timestamp(now) - release).dt.days.fillna(365)).to_numpy()
     frame["duration_min"] = (meta[C.DURATION_MS].fillna(210_000) / 60_000).to_numpy()
