@@ -11,6 +11,8 @@ BENCHMARKS = (
     "benchmarks.ann",
     "benchmarks.candidate_recall",
     "benchmarks.baselines",
+    "benchmarks.quality",
+    "benchmarks.ranker",
 )
 
 
