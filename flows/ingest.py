@@ -60,10 +60,15 @@ class BatchRejected(RuntimeError):
         self.outcome = outcome
 
 
-def simulation_fingerprint(settings: Settings, seed: int, overrides: dict[str, int]) -> str:
+def simulation_fingerprint(
+    settings: Settings, seed: int, overrides: dict[str, int], window_days: range | None = None
+) -> str:
     """Identify a simulated batch by what produced it, so re-running ingest is a no-op."""
     sim = settings.simulator.model_copy(update=overrides).model_dump(mode="json")
-    payload = json.dumps({"source": "simulator", "seed": seed, "simulator": sim}, sort_keys=True)
+    content: dict[str, Any] = {"source": "simulator", "seed": seed, "simulator": sim}
+    if window_days is not None and window_days != range(int(sim["days"])):
+        content["days"] = [window_days.start, window_days.stop]
+    payload = json.dumps(content, sort_keys=True)
     return "sim-" + hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -86,12 +91,14 @@ def _tag_batch(batch_dir: Path, fingerprint: str) -> None:
 
 
 @task(name="stage-simulation", cache_policy=NO_CACHE)
-def stage_simulation(settings: Settings, seed: int, overrides: dict[str, int]) -> Path:
-    """Simulate the listening world into a staged batch."""
+def stage_simulation(
+    settings: Settings, seed: int, overrides: dict[str, int], window_days: range | None = None
+) -> Path:
+    """Simulate the listening world (or the window days given) into a staged batch."""
     from crossfade.data.simulator import simulate
 
     sim = settings.simulator.model_copy(update=overrides)
-    return simulate(sim, seed, settings.staging_dir, settings.truth_dir)
+    return simulate(sim, seed, settings.staging_dir, settings.truth_dir, days=window_days)
 
 
 @task(name="stage-import", cache_policy=NO_CACHE)
@@ -181,14 +188,18 @@ def ingest_flow(
     days: int | None = None,
     seed: int | None = None,
     profile: str | None = None,
+    window_days: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Stage, validate, then publish or quarantine one batch; raises BatchRejected on rejection.
 
-    With no arguments the batch is a freshly simulated world from the profile's settings.
+    With no arguments the batch is a freshly simulated world from the profile's settings;
+    `window_days` (first, stop) limits it to those days of the window (the lifecycle ingests a
+    world in consecutive batches, as new listening arrives).
     `batch` ingests an already staged batch; `fmt` + `path` import a real dataset.
     """
     settings = load_settings(profile)
     run_id, run_name = str(flow_run.id or ""), str(flow_run.name or "")
+    span: range | None = None
     if batch:
         batch_dir = Path(batch)
         fingerprint = lake.read_batch_info(batch_dir).details.get("fingerprint")
@@ -200,7 +211,8 @@ def ingest_flow(
     else:
         overrides = {k: v for k, v in {"users": users, "days": days}.items() if v is not None}
         seed = settings.seed if seed is None else seed
-        fingerprint = simulation_fingerprint(settings, seed, overrides)
+        span = range(*window_days) if window_days is not None else None
+        fingerprint = simulation_fingerprint(settings, seed, overrides, span)
         batch_dir = None
 
     earlier = lake.published_fingerprints(settings.lake_dir).get(fingerprint or "")
@@ -217,7 +229,7 @@ def ingest_flow(
     if batch_dir is None and fmt:
         batch_dir = _import_or_quarantine(settings, fmt, Path(path or ""), run_id, run_name)
     elif batch_dir is None:
-        batch_dir = _with_retries(settings, stage_simulation)(settings, seed or 0, overrides)
+        batch_dir = _with_retries(settings, stage_simulation)(settings, seed or 0, overrides, span)
     assert batch_dir is not None
     if fingerprint:
         _tag_batch(batch_dir, fingerprint)

@@ -4,7 +4,8 @@ kept apart for evaluation, bot detection and online experiments.
 
 Public API:
 
-- `simulate(sim, seed, staging_dir, truth_dir, progress=None) -> Path`: one staged batch;
+- `simulate(sim, seed, staging_dir, truth_dir, progress=None, days=None) -> Path`: one staged
+  batch (of the window's `days` only, when given; `split_days` cuts a window into batches);
 - `build_world(sim, seed) -> World`, `World.load(truth_dir / batch_id) -> World`;
 - `World.true_affinity(user_id, item_ids)` and `World.respond(user_id, ranked_item_ids, ts, rng)`.
 
@@ -20,7 +21,7 @@ Realism targets (checked by tests/unit/test_simulator_realism.py on a 1,000-list
 - bots: plays just over 30 s, flat hour-of-day profile, a handful of tracks, no saves.
 """
 
-from crossfade.data.simulator.run import simulate
+from crossfade.data.simulator.run import simulate, split_days
 from crossfade.data.simulator.world import World, WorldFileError, build_world
 
-__all__ = ["World", "WorldFileError", "build_world", "simulate"]
+__all__ = ["World", "WorldFileError", "build_world", "simulate", "split_days"]
