@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 UI_HOST := 127.0.0.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format typecheck doctor ui bench clean lock
+.PHONY: help install run serve test lint format typecheck doctor ui bench clean lock
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "crossfade make targets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,9 +36,13 @@ lock: ## Re-pin requirements.lock from pyproject.toml (no index URLs recorded)
 	@test -x $(BIN)/uv || { $(PYTHON) -m venv $(VENV) && $(BIN)/python -m pip install --quiet uv==$(UV_VERSION); }
 	$(BIN)/uv pip compile pyproject.toml --extra dev --no-emit-index-url --python-version 3.11 -o $(LOCK)
 
-run: $(STAMP) ## Run the main job end to end on the embedded default (local profile)
+run: $(STAMP) ## The main job: the whole lifecycle twice on the embedded default (local profile)
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/crossfade run
+
+serve: $(STAMP) ## Start gateway, blue, green and shadow recommenders on loopback; Ctrl-C stops
+	@mkdir -p $(PREFECT_HOME)
+	$(BIN)/python -m deployments.serve
 
 test: $(STAMP) ## Run the whole test suite (unit, integration, drills)
 	$(BIN)/python -m pytest tests

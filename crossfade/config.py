@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -173,6 +173,130 @@ class CandidateSettings(StrictModel):
     model_name: str = "crossfade-candidates"
 
 
+class SafetySettings(StrictModel):
+    """Bot detection and bias audits: their thresholds live in a policy file."""
+
+    policy_file: str = Field("safety.yaml", description="in the config folder")
+
+
+class PrivacySettings(StrictModel):
+    """Pseudonymization key, raw-event retention (docs/privacy.md: rotation and erasure)."""
+
+    pseudonym_key: SecretStr | None = Field(
+        None, description="HMAC key; set CROSSFADE_PRIVACY__PSEUDONYM_KEY, never a config file"
+    )
+    pseudonym_key_file: Path | None = Field(None, description="file holding the key instead")
+    pseudonymize_at_ingest: bool = Field(
+        False, description="replace listener ids by keyed pseudonyms when a batch is ingested"
+    )
+    retention_days: int = Field(400, ge=1, description="raw event partitions older are dropped")
+
+
+class ServingSettings(StrictModel):
+    """One recommender process: its slot, the model refs it loads, stage budgets, logs."""
+
+    slot: Literal["blue", "green", "shadow"] = "blue"
+    candidates_ref: str = Field("champion", description="MLflow alias or version number")
+    ranker_ref: str = Field("champion", description="MLflow alias or version number")
+    budgets_ms: dict[str, float] = Field(
+        default_factory=lambda: {
+            "features": 10.0,
+            "candidates": 25.0,
+            "item_features": 5.0,
+            "ranker": 15.0,
+            "rerank": 10.0,
+        },
+        description="per stage; past it the pipeline answers with the best result so far",
+    )
+    rerank_depth: int = Field(60, ge=1, description="top ranked candidates the re-ranker sees")
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of /admin/*; set CROSSFADE_SERVING__ADMIN_TOKEN"
+    )
+    log_batch_size: int = Field(256, ge=1, description="request/feedback rows per write")
+    log_flush_seconds: float = Field(1.0, gt=0, description="flush a partial batch this often")
+
+
+class RolloutSettings(StrictModel):
+    """Release controller: its store, guardrails file, notifications and admin tokens."""
+
+    store_url: str | None = Field(
+        None, description="SQLAlchemy URL; default SQLite under the data root or postgres_dsn"
+    )
+    guardrails_file: str = Field("guardrails.yaml", description="in the config folder")
+    notify_file: bool = Field(True, description="append incidents to <data root>/rollout/")
+    notify_webhook: str | None = Field(None, description="POST incidents here (JSON)")
+    notify_timeout_seconds: float = Field(3.0, gt=0)
+    tokens_file: Path | None = Field(
+        None, description="YAML of {actor, role, sha256}; default <data root>/rollout/tokens.yaml"
+    )
+    release_manager_token: SecretStr | None = None
+    viewer_token: SecretStr | None = None
+
+
+class GatewaySettings(StrictModel):
+    """The listeners' entry point and `make serve`: loopback ports, timeouts, shadow mirroring."""
+
+    host: str = Field("127.0.0.1", description="every process of the stack binds here")
+    port: int = Field(8700, ge=0, le=65535, description="gateway; 0 = any free port")
+    blue_port: int = Field(8701, ge=0, le=65535, description="0 = any free port")
+    green_port: int = Field(8702, ge=0, le=65535, description="0 = any free port")
+    shadow_port: int = Field(8703, ge=0, le=65535, description="0 = any free port")
+    slot_timeout_ms: float = Field(
+        300.0, gt=0, description="a live slot slower than this counts as failed"
+    )
+    last_resort_timeout_ms: float = Field(
+        5000.0, gt=0, description="the last slot left to try (no fallback after it) gets this"
+    )
+    shadow_timeout_ms: float = Field(2000.0, gt=0, description="mirrored call to shadow")
+    shadow_max_inflight: int = Field(
+        8, ge=1, description="mirrored calls in flight; beyond it a mirror is dropped"
+    )
+    idle_shadow_share: float = Field(
+        0.0, ge=0, le=1, description="mirrored share when no rollout sets one (shadow: challenger)"
+    )
+    state_refresh_seconds: float = Field(
+        1.0, gt=0, description="the rollout state is re-read at most this often"
+    )
+    max_connections: int = Field(100, ge=1, description="pooled HTTP connections per slot")
+    start_timeout_seconds: float = Field(
+        180.0, gt=0, description="a process of the stack must be ready within this"
+    )
+
+
+class DaskSettings(StrictModel):
+    """Dask for the `cluster` profile: an existing scheduler, or a LocalCluster of this size."""
+
+    scheduler_address: str | None = Field(
+        None, description="e.g. tcp://scheduler:8786; empty: start a LocalCluster per run"
+    )
+    n_workers: int = Field(2, ge=1, description="LocalCluster worker processes")
+    threads_per_worker: int = Field(1, ge=1, description="LocalCluster threads per worker")
+    memory_limit: str = Field("auto", description="LocalCluster memory per worker, e.g. 4GiB")
+    partitions_per_worker: int = Field(
+        1, ge=1, description="ranker training partitions (whole query groups) per worker"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_address(cls, data: Any) -> Any:
+        # An empty address in YAML or env means "no cluster yet: start a local one".
+        if isinstance(data, dict) and data.get("scheduler_address") == "":
+            data = {**data, "scheduler_address": None}
+        return data
+
+
+class LifecycleSettings(StrictModel):
+    """The main job: how new data arrives run after run and how a release is exercised."""
+
+    holdback_days: int = Field(
+        2, ge=0, description="simulated days held back from the first run for the next one"
+    )
+    traffic_listeners: int = Field(12, ge=1, description="concurrent simulated listeners")
+    traffic_think_seconds: float = Field(0.25, ge=0, description="pause between requests")
+    keep_serving: bool = Field(True, description="leave the gateway running after the run")
+    experiment: str = Field("discover_ranker", description="configs/experiments/<name>.yaml")
+
+
 class ServicesSettings(StrictModel):
     """Endpoints of external servers; None means the embedded default is used."""
 
@@ -204,6 +328,13 @@ class Settings(BaseSettings):
     features: FeatureSettings = FeatureSettings()
     candidates: CandidateSettings = CandidateSettings()
     services: ServicesSettings = ServicesSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
+    dask: DaskSettings = DaskSettings()
+    rollout: RolloutSettings = RolloutSettings()
+    serving: ServingSettings = ServingSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    safety: SafetySettings = SafetySettings()
+    privacy: PrivacySettings = PrivacySettings()
 
     @classmethod
     def settings_customise_sources(

@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
 from prefect.runtime import flow_run
 
 from crossfade.config import Settings, load_settings
@@ -26,6 +27,7 @@ from validation import validate_batch
 from validation.result import ValidationResult
 
 log = get_logger("flows.ingest")
+BATCH_PUBLISHED = "crossfade.lake.batch.published"  # event name; prefect.yaml triggers on it
 
 
 @dataclass
@@ -88,6 +90,15 @@ def _tag_batch(batch_dir: Path, fingerprint: str) -> None:
     info = lake.read_batch_info(batch_dir)
     info.details["fingerprint"] = fingerprint
     lake.update_batch_info(batch_dir, info)
+
+
+def _announce(batch_id: str, manifest: dict[str, Any]) -> None:
+    """Emit the Prefect event that triggers work waiting for new data (see prefect.yaml)."""
+    emit_event(
+        event=BATCH_PUBLISHED,
+        resource={"prefect.resource.id": f"crossfade.lake.batch.{batch_id}"},
+        payload={"row_counts": manifest.get("row_counts", {})},
+    )
 
 
 @task(name="stage-simulation", cache_policy=NO_CACHE)
@@ -233,12 +244,17 @@ def ingest_flow(
     assert batch_dir is not None
     if fingerprint:
         _tag_batch(batch_dir, fingerprint)
+    if settings.privacy.pseudonymize_at_ingest:  # before validation: nothing raw is published
+        from crossfade.safety.privacy import pseudonymize_staged
+
+        pseudonymize_staged(settings, batch_dir)
 
     counts, _ = lake.staged_row_counts(batch_dir)
     received = sum(counts.values())
     result = validate(settings, batch_dir)
     if result.success:
         manifest = _with_retries(settings, publish)(settings, batch_dir)
+        _announce(result.batch_id, manifest)
         outcome = IngestOutcome(
             batch_id=result.batch_id, status="published", rows_received=received,
             rows_accepted=sum(manifest["row_counts"].values()), rows_quarantined=0,
