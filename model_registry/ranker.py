@@ -79,3 +79,15 @@ def register_ranker(
         for key, value in tags.items():
             c.set_model_version_tag(MODEL_NAME, version, key, value)
         return run.info.run_id, version
+
+
+def load_ranker(settings: Settings, ref: str) -> RankerModel:
+    """Load a registered version ("3") or alias ("champion" / "@champion") as a RankerModel."""
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    alias = ref[1:] if ref.startswith("@") else ref
+    uri = f"models:/{MODEL_NAME}/{ref}" if ref.isdigit() else f"models:/{MODEL_NAME}@{alias}"
+    pyfunc = mlflow.pyfunc.load_model(uri)
+    model = pyfunc.unwrap_python_model().model
+    if not isinstance(model, RankerModel):
+        raise TypeError(f"{uri} does not hold a crossfade RankerModel (got {type(model).__name__})")
+    return model

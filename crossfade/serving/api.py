@@ -1,0 +1,111 @@
+"""Request and response bodies of the recommender (and the gateway, which shares them).
+
+Strict pydantic models: unknown keys, wrong types and out-of-range values are rejected with
+an error whose location names the field (`context.timezone`, `k`, ...), which the service
+turns into a 4xx. Nothing here touches a model or a store.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Shelf = Literal["home", "discover_weekly"]
+FeedbackEvent = Literal["play", "skip", "save"]
+MAX_K = 100
+_ID = r"^[A-Za-z0-9._:@-]+$"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RequestContext(_Body):
+    """Where and when the listener asks: device, platform, market, time zone, time."""
+
+    device: str = Field(min_length=1, max_length=32)
+    platform: str = Field(min_length=1, max_length=32)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, upper case")
+    timezone: str = Field(min_length=1, max_length=64, description="IANA name, e.g. Europe/Paris")
+    timestamp: datetime = Field(description="ISO-8601 with an offset")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Paris)") from None
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamp needs a UTC offset (e.g. 2026-01-15T08:30:00Z)")
+        return value
+
+
+class RecommendRequest(_Body):
+    """POST /recommend."""
+
+    listener_id: str = Field(min_length=1, max_length=128, pattern=_ID)
+    context: RequestContext
+    shelf: Shelf
+    k: int = Field(ge=1, le=MAX_K)
+
+
+class FeedbackRequest(_Body):
+    """POST /feedback: what the listener did with a recommended item."""
+
+    listener_id: str = Field(min_length=1, max_length=128, pattern=_ID)
+    item_id: str = Field(min_length=1, max_length=128, pattern=_ID)
+    event: FeedbackEvent
+    ms_played: int | None = Field(None, ge=0)
+    timestamp: datetime
+    slot: str | None = Field(None, max_length=32)
+
+    @field_validator("timestamp")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("timestamp needs a UTC offset (e.g. 2026-01-15T08:30:00Z)")
+        return value
+
+
+class ReloadRequest(_Body):
+    """POST /admin/reload: MLflow aliases ("champion") or version numbers ("3")."""
+
+    candidates: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    ranker: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+
+
+class Item(_Body):
+    """One recommended item: its score, the source that found it, why it is there."""
+
+    item_id: str
+    score: float
+    source: str
+    reasons: list[str]
+
+
+class ModelVersions(_Body):
+    """Versions of the models that answered."""
+
+    candidates: str
+    ranker: str
+
+
+class RecommendResponse(_Body):
+    """The answer to a /recommend request."""
+
+    listener_id: str
+    shelf: Shelf
+    slot: str
+    model: ModelVersions
+    items: list[Item]
+    fallbacks: list[str]
+    stage_ms: dict[str, float]

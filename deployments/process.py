@@ -1,0 +1,153 @@
+"""Start and stop a BentoML service as its own process on a free loopback port.
+
+`start_service("deployments.recommender.service:Recommender", env={...})` runs
+`bentoml serve` with the caller's environment plus `env`, waits for `/readyz` and returns a
+handle with the base URL; a process that exits or is not ready in time raises
+`ServiceStartError` with the tail of its stderr. Used for the blue, green and shadow
+recommenders, the gateway, the integration tests and the drills.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+
+
+class ServiceStartError(RuntimeError):
+    """A service process died or never became ready; the message carries its stderr tail."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceProcess:
+    """A running `bentoml serve` process."""
+
+    target: str
+    port: int
+    process: subprocess.Popen[bytes]
+    stderr_path: Path
+    _stderr: IO[bytes] = field(repr=False)
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:43121."""
+        return f"http://{HOST}:{self.port}"
+
+    def stderr_tail(self, chars: int = 4000) -> str:
+        """The last `chars` characters the process wrote to stderr."""
+        try:
+            return self.stderr_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM the process group (bentoml forks workers), SIGKILL if it lingers."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=timeout)
+        self._stderr.close()
+        return self.process.returncode
+
+    def __enter__(self) -> ServiceProcess:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def wait_ready(service: ServiceProcess, timeout: float) -> None:
+    """Poll `/readyz` until 200; raise with the stderr tail if the process dies or times out."""
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    with httpx.Client(timeout=2.0) as client:
+        while time.monotonic() < deadline:
+            if not service.alive():
+                raise ServiceStartError(
+                    f"{service.target} exited with code {service.process.returncode} before "
+                    f"it was ready; stderr tail:\n{service.stderr_tail()}"
+                )
+            try:
+                response = client.get(f"{service.url}/readyz")
+                if response.status_code == 200:
+                    return
+                last = f"/readyz answered {response.status_code}: {response.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            time.sleep(0.2)
+    service.stop()
+    raise ServiceStartError(
+        f"{service.target} was not ready on {service.url} within {timeout:.0f} s ({last}); "
+        f"stderr tail:\n{service.stderr_tail()}"
+    )
+
+
+def start_service(
+    target: str,
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    ready_timeout: float = 120.0,
+    wait: bool = True,
+) -> ServiceProcess:
+    """Run `bentoml serve <target>` on loopback; by default wait until `/readyz` says 200.
+
+    `target` is "module.path:ServiceClass"; the process runs from the repository root with
+    the current environment plus `env` (e.g. CROSSFADE_DATA_ROOT, CROSSFADE_SERVING__SLOT).
+    """
+    port = port or free_port()
+    stderr_path = Path(tempfile.mkstemp(prefix="crossfade-service-", suffix=".log")[1])
+    stderr = stderr_path.open("wb")
+    full_env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(REPO_ROOT), full_env.get("PYTHONPATH", "")) if p
+    )
+    command = [
+        sys.executable, "-m", "bentoml", "serve", target,
+        "--host", HOST, "--port", str(port), "--working-dir", str(REPO_ROOT),
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=full_env,
+        stdout=stderr,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    service = ServiceProcess(target, port, process, stderr_path, stderr)
+    if wait:
+        wait_ready(service, ready_timeout)
+    return service

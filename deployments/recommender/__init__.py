@@ -1,0 +1,1 @@
+"""The recommender service (one process per slot: blue, green, shadow)."""
