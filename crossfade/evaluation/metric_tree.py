@@ -102,6 +102,23 @@ class OfflineCheck(_Strict):
     threshold: float | None
 
 
+class OnlineMetric(_Strict):
+    """How an experiment measures a tree metric per listener from daily signals.
+
+    kind: `proportion` (one 0/1 outcome per listener), `mean` (per-listener average of
+    numerator / denominator, Welch t-test) or `ratio` (sum of numerators over sum of
+    denominators, delta method). `window_days` makes a metric cohort-based: only listeners
+    first exposed at least that many days before the end count, over that fixed window.
+    """
+
+    kind: Literal["proportion", "mean", "ratio"]
+    numerator: str
+    denominator: str | None = None
+    scale: float = Field(1.0, gt=0)
+    tiers: list[Tier] = []
+    window_days: int | None = Field(None, ge=1)
+
+
 class MetricTree(_Strict):
     """The whole tree; see `configs/metrics.yaml`."""
 
@@ -109,6 +126,7 @@ class MetricTree(_Strict):
     primary_kpis: dict[Tier, TierKpis]
     guardrails_: dict[str, Guardrail] = Field(alias="guardrails")
     offline: OfflineGate
+    online: dict[str, OnlineMetric] = {}
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -134,7 +152,24 @@ class MetricTree(_Strict):
                 )
         if self.offline.primary in self.offline.guardrails:
             raise ValueError(f"offline.primary {self.offline.primary!r} is also a guardrail")
+        for name in self.online:
+            if self.direction_of(name) is None:
+                raise ValueError(
+                    f"online.{name}: not the north star, a primary KPI or a guardrail"
+                )
         return self
+
+    def direction_of(self, name: str) -> Direction | None:
+        """Direction of a north star, KPI or guardrail name (None if the tree lacks it)."""
+        if name == self.north_star.name:
+            return self.north_star.direction
+        if name in self.guardrails_:
+            return self.guardrails_[name].direction
+        for kpis in self.primary_kpis.values():
+            for kpi in kpis.kpis:
+                if kpi.name == name:
+                    return kpi.direction
+        return None
 
     def guardrails(self, where: Where | None = None) -> dict[str, Guardrail]:
         """Guardrails by name, optionally only those measured `offline` or `online`."""
