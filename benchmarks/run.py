@@ -13,6 +13,7 @@ BENCHMARKS = (
     "benchmarks.baselines",
     "benchmarks.quality",
     "benchmarks.ranker",
+    "benchmarks.bots",
 )
 
 

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from crossfade.config import PROFILES, Settings, SettingsError, load_settings
+from crossfade.experiments.cli import experiment_app
 
 app = typer.Typer(
     name="crossfade",
@@ -170,6 +171,7 @@ def data_status(profile: ProfileOption = None) -> None:
         console.print(f"  {name}  (report: {settings.quarantine_dir / name / 'report.json'})")
 
 
+app.add_typer(experiment_app, name="experiment")
 bench_app = typer.Typer(help="Measure quality on any dataset.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -251,6 +253,16 @@ def evaluate(
         )
     console.print(table)
     typer.echo(json.dumps(results, sort_keys=True))
+
+
+def _register_core_groups() -> None:
+    """Command groups of the core that live in their own modules."""
+    from crossfade.safety.cli import register as register_safety
+
+    register_safety(app)
+
+
+_register_core_groups()
 
 
 def _load_plugins() -> None:

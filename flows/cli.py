@@ -284,11 +284,21 @@ def _train_commands(root: typer.Typer) -> None:
         console.print("by source: " + ", ".join(f"{s} {n}" for s, n in counts.items()))
 
 
+def _online_stores(settings: Any) -> list[Any]:
+    from feature_repo.erasure import online_stores
+
+    return list(online_stores(settings))
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     """Add `data ingest`, `features ...`, `train ...`, `candidates ...` and `run` to the CLI."""
     data_app, root = groups["data"], groups["root"]
     _features_commands(root)
     _train_commands(root)
+    from crossfade.safety.erasure import register_store_factory
+
+    # `crossfade privacy erase|verify` reach the Feast online stores (feast imported lazily).
+    register_store_factory("feast_online", _online_stores)
 
     @data_app.command("ingest")
     def data_ingest(

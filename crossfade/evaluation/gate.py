@@ -144,3 +144,14 @@ def decide(
         reasons.append(why)
 
     return GateDecision(passed, "challenger" if passed else None, reasons)
+
+
+def with_audit(
+    decision: GateDecision, audit_passed: bool, audit_reasons: list[str]
+) -> GateDecision:
+    """Fold the bias audit (crossfade.safety.audits) into a gate decision: a version that
+    breaks an audit threshold is refused whatever its metrics, with each breach as a reason."""
+    reasons = [*decision.reasons, *audit_reasons]
+    if audit_passed:
+        return GateDecision(decision.passed, decision.promote_to, reasons)
+    return GateDecision(False, None, [*reasons, "bias audit failed: registration refused"])

@@ -66,6 +66,7 @@ def write_evaluation_report(
     *,
     passed: bool | None = None,
     slice_metric: str = DEFAULT_SLICE_METRIC,
+    extra_sections: Mapping[str, str] | None = None,
 ) -> Path:
     """Write `folder/index.html` atomically and return its path. `passed` is the gate verdict
     (`GateDecision.passed`); when None it is inferred from `gate_reasons` (failure phrases of
@@ -85,6 +86,7 @@ def write_evaluation_report(
         notes,
         passed=passed,
         slice_metric=slice_metric,
+        extra_sections=extra_sections,
     )
     atomic_write_text(path, page)
     return path
@@ -103,8 +105,10 @@ def render_evaluation_report(
     *,
     passed: bool | None = None,
     slice_metric: str = DEFAULT_SLICE_METRIC,
+    extra_sections: Mapping[str, str] | None = None,
 ) -> str:
-    """The report page as an HTML string (see `write_evaluation_report`)."""
+    """The report page as an HTML string (see `write_evaluation_report`). `extra_sections`
+    maps a heading to a trusted HTML body (e.g. the bias audit of crossfade.safety)."""
     sections = [
         _header(title, gate_reasons, passed),
         _section(SECTION_METRICS, _metrics_table(metrics, baseline, champion)),
@@ -113,6 +117,8 @@ def render_evaluation_report(
         _section(SECTION_POPULARITY, _figure_or_note(_popularity_figure, popularity_curve)),
         _section(SECTION_CHAMPION, _champion_block(metrics, champion)),
     ]
+    for name, body in (extra_sections or {}).items():
+        sections.append(_section(name, body))
     if notes:
         items = "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in notes.items())
         sections.append(_section(SECTION_NOTES, f"<dl>{items}</dl>"))

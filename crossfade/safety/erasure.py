@@ -1,0 +1,312 @@
+"""Erasure of one listener from every store, with proof that nothing remains.
+
+Each store is an `Eraser`: `erase` removes the listener's rows and says what it removed,
+`find` scans and says where anything is left. The registry holds the core's file stores (the
+lake, staged and quarantined batches, feature tables, serving logs, experiment exposures, bot
+flags); packages above the core register the stores they own (the Feast online stores, in
+`feature_repo/erasure.py`) with `register_store_factory`. Erasure is idempotent, so an
+interrupted run is finished by running it again; the lake keeps its commit protocol (new files,
+then the manifest, then the old files are removed) so readers never see a half-erased batch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from crossfade import columns as C
+from crossfade.config import Settings
+from crossfade.data import lake
+from crossfade.safety import paths
+
+LISTENER_ID = "listener_id"  # serving logs and exposure logs name the listener this way
+ID_COLUMNS = (C.USER_ID, LISTENER_ID)
+AUDIT_FILE = "erasures.jsonl"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Rows (or keys) of the listener in one place of one store."""
+
+    store: str
+    location: str
+    rows: int
+
+
+class Eraser(Protocol):
+    """One store that may hold listener data."""
+
+    name: str
+
+    def erase(self, ids: frozenset[str]) -> list[Finding]:
+        """Remove every row of these ids; return what was removed."""
+        ...
+
+    def find(self, ids: frozenset[str]) -> list[Finding]:
+        """Scan for rows of these ids; return where any remain."""
+        ...
+
+
+StoreFactory = Callable[[Settings], list[Eraser]]
+_FACTORIES: dict[str, StoreFactory] = {}
+
+
+def register_store_factory(name: str, factory: StoreFactory) -> None:
+    """Let a package above the core add its stores (called once at start-up; idempotent)."""
+    _FACTORIES[name] = factory
+
+
+# --- file helpers -------------------------------------------------------------------------
+
+
+def _id_column(names: Iterable[str]) -> str | None:
+    return next((c for c in ID_COLUMNS if c in names), None)
+
+
+def _matches(table: pa.Table, column: str, ids: frozenset[str]) -> pa.Array:
+    values = pc.cast(table[column], pa.string())
+    return pc.fill_null(pc.is_in(values, value_set=pa.array(sorted(ids), pa.string())), False)
+
+
+def _parquet_rows(path: Path, ids: frozenset[str]) -> int:
+    schema = pq.read_schema(path)
+    column = _id_column(schema.names)
+    if column is None:
+        return 0
+    table = pq.read_table(path, columns=[column])
+    return int(pc.sum(_matches(table, column, ids)).as_py() or 0)
+
+
+def _without(path: Path, ids: frozenset[str]) -> tuple[pa.Table, int] | None:
+    """The file's table minus the ids' rows and how many went, or None if nothing matched."""
+    table = pq.read_table(path)
+    column = _id_column(table.column_names)
+    if column is None:
+        return None
+    hit = _matches(table, column, ids)
+    removed = int(pc.sum(hit).as_py() or 0)
+    if removed == 0:
+        return None
+    return table.filter(pc.invert(hit)), removed
+
+
+def _jsonl_lines(path: Path, ids: frozenset[str]) -> tuple[list[str], int]:
+    keep: list[str] = []
+    removed = 0
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            keep.append(line)
+            continue
+        if isinstance(record, dict) and any(str(record.get(c)) in ids for c in ID_COLUMNS):
+            removed += 1
+        else:
+            keep.append(line)
+    return keep, removed
+
+
+def _data_files(root: Path) -> Iterator[Path]:
+    if not root.is_dir():
+        return
+    for path in sorted(root.rglob("*")):
+        hidden = path.name.startswith(".")
+        if path.is_file() and not hidden and path.suffix in (".parquet", ".jsonl"):
+            yield path
+
+
+# --- stores -------------------------------------------------------------------------------
+
+
+@dataclass
+class FileTreeEraser:
+    """Parquet and JSONL files under a folder, each rewritten atomically without the rows."""
+
+    name: str
+    root: Path
+    skip: tuple[Path, ...] = ()
+
+    def _files(self) -> Iterator[Path]:
+        for path in _data_files(self.root):
+            if not any(path.is_relative_to(s) for s in self.skip):
+                yield path
+
+    def erase(self, ids: frozenset[str]) -> list[Finding]:
+        """Rewrite every file that holds the ids."""
+        found: list[Finding] = []
+        for path in self._files():
+            if path.suffix == ".jsonl":
+                keep, removed = _jsonl_lines(path, ids)
+                if removed:
+                    lake.atomic_write_text(path, "".join(f"{line}\n" for line in keep))
+            else:
+                result = _without(path, ids)
+                if result is None:
+                    continue
+                table, removed = result
+                lake.atomic_write_parquet(table, path)
+            if removed:
+                found.append(Finding(self.name, str(path), removed))
+        return found
+
+    def find(self, ids: frozenset[str]) -> list[Finding]:
+        """Count the ids' rows in every file."""
+        found: list[Finding] = []
+        for path in self._files():
+            rows = (
+                _jsonl_lines(path, ids)[1] if path.suffix == ".jsonl" else _parquet_rows(path, ids)
+            )
+            if rows:
+                found.append(Finding(self.name, str(path), rows))
+        return found
+
+
+@dataclass
+class LakeEraser:
+    """Published lake batches: rewritten files under new names, committed by the manifest."""
+
+    lake_dir: Path
+    name: str = "lake"
+
+    def erase(self, ids: frozenset[str]) -> list[Finding]:
+        """Per batch: write cleaned copies, swap the manifest atomically, then drop the old."""
+        found: list[Finding] = []
+        for manifest in lake.manifests(self.lake_dir):
+            replaced: dict[str, str] = {}
+            try:
+                for table_name, rels in manifest["files"].items():
+                    for i, rel in enumerate(rels):
+                        result = _without(self.lake_dir / rel, ids)
+                        if result is None:
+                            continue
+                        table, removed = result
+                        old = self.lake_dir / rel
+                        new = old.with_name(f"{old.stem}-e{uuid.uuid4().hex[:8]}.parquet")
+                        lake.atomic_write_parquet(table, new)
+                        new_rel = str(new.relative_to(self.lake_dir))
+                        replaced[rel] = new_rel
+                        rels[i] = new_rel
+                        manifest["row_counts"][table_name] -= removed
+                        found.append(Finding(self.name, rel, removed))
+                if not replaced:
+                    continue
+                manifest.setdefault("erasures", 0)
+                manifest["erasures"] += 1
+                path = self.lake_dir / lake.MANIFESTS / f"{manifest['batch_id']}.json"
+                lake.atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True))
+            except BaseException:
+                for new_rel in replaced.values():
+                    (self.lake_dir / new_rel).unlink(missing_ok=True)
+                raise
+            for rel in replaced:
+                (self.lake_dir / rel).unlink(missing_ok=True)
+        return found
+
+    def find(self, ids: frozenset[str]) -> list[Finding]:
+        """Scan every Parquet file in the lake, committed or not (nothing may linger)."""
+        found: list[Finding] = []
+        for path in _data_files(self.lake_dir):
+            rows = _parquet_rows(path, ids) if path.suffix == ".parquet" else 0
+            if rows:
+                found.append(Finding(self.name, str(path.relative_to(self.lake_dir)), rows))
+        return found
+
+
+def core_stores(settings: Settings) -> list[Eraser]:
+    """The file stores the core owns, all under the data root."""
+    features = settings.features_dir
+    return [
+        LakeEraser(settings.lake_dir),
+        FileTreeEraser("staging", settings.staging_dir),
+        FileTreeEraser("quarantine", settings.quarantine_dir),
+        FileTreeEraser("feature_tables", features),
+        FileTreeEraser("serving_logs", paths.logs_dir(settings)),
+        FileTreeEraser("experiment_exposures", paths.experiments_dir(settings)),
+        FileTreeEraser("bot_flags", paths.bot_flags_dir(settings)),
+    ]
+
+
+def all_stores(settings: Settings) -> list[Eraser]:
+    """Core stores plus every registered store (online stores and the like)."""
+    stores = core_stores(settings)
+    for factory in _FACTORIES.values():
+        stores.extend(factory(settings))
+    return stores
+
+
+def registered_store_names() -> list[str]:
+    """Names of the registered store factories (empty when none were registered)."""
+    return sorted(_FACTORIES)
+
+
+# --- erase / verify -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ErasureRecord:
+    """One audit line: who (pseudonym only), when, which stores, how many rows each."""
+
+    pseudonym: str
+    key_id: str
+    at: str
+    stores: list[str]
+    removed: dict[str, int]
+    remaining: int
+
+    def to_json(self) -> str:
+        """One JSONL line."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+def erase_listener(
+    stores: list[Eraser], ids: frozenset[str]
+) -> tuple[list[Finding], list[Finding]]:
+    """Erase `ids` (raw id and/or pseudonym) from every store, then verify; returns (removed,
+    remaining). Anything remaining means the erasure is incomplete."""
+    if not ids or any(not i for i in ids):
+        raise ValueError("erasure needs a non-empty listener id")
+    removed = [f for store in stores for f in store.erase(ids)]
+    return removed, verify_listener(stores, ids)
+
+
+def verify_listener(stores: list[Eraser], ids: frozenset[str]) -> list[Finding]:
+    """Where any of `ids` remains, across every store (empty: nothing remains)."""
+    return [f for store in stores for f in store.find(ids)]
+
+
+def write_audit(settings: Settings, record: ErasureRecord) -> Path:
+    """Append the record to <data root>/privacy/erasures.jsonl (fsynced; no raw id in it)."""
+    path = paths.privacy_dir(settings) / AUDIT_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(record.to_json() + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path
+
+
+def audit_record(
+    pseudonym: str, key_id: str, stores: list[Eraser], removed: list[Finding], remaining: int
+) -> ErasureRecord:
+    """Summarise an erasure for the audit log."""
+    per_store: dict[str, int] = {}
+    for f in removed:
+        per_store[f.store] = per_store.get(f.store, 0) + f.rows
+    return ErasureRecord(
+        pseudonym=pseudonym,
+        key_id=key_id,
+        at=datetime.now(UTC).isoformat(),
+        stores=[s.name for s in stores],
+        removed=per_store,
+        remaining=remaining,
+    )
