@@ -27,6 +27,7 @@ from crossfade.data import lake
 from crossfade.data.simulator import split_days
 from crossfade.log import get_logger
 from crossfade.run_report import StageReport, write_run_report
+from flows.bots import flag_bots_flow
 from flows.features import FeaturesRejected, features_flow
 from flows.ingest import BatchRejected, ingest_flow, simulation_fingerprint
 from flows.train import train_candidates_flow
@@ -104,6 +105,19 @@ def _docs(data_docs: str | None) -> dict[str, str]:
     return {"Data Docs": data_docs} if data_docs else {}
 
 
+def bots_stage(run: LifecycleRun) -> StageReport:
+    """Flag stream-farm accounts before anything learns from the lake."""
+    outcome = flag_bots_flow(profile=run.profile)
+    run.outcomes["bots"] = outcome
+    return StageReport(
+        "bot flags",
+        "ok",
+        f"{outcome['flagged']:,} of {outcome['accounts']:,} accounts flagged "
+        f"({outcome['share']:.1%}); excluded from training, popularity and creator counts",
+        links={"flags": outcome["path"]},
+    )
+
+
 def features_stage(run: LifecycleRun) -> StageReport:
     """Compute, validate and materialize features; rejected tables stop the run."""
     try:
@@ -171,6 +185,7 @@ def ranker_stage(run: LifecycleRun) -> StageReport:
 
 STAGES: tuple[Callable[[LifecycleRun], StageReport], ...] = (
     ingest_stage,
+    bots_stage,
     features_stage,
     candidates_stage,
     ranker_stage,

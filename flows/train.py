@@ -26,6 +26,8 @@ from crossfade.data import lake
 from crossfade.evaluation.candidates import holdout_recall
 from crossfade.evaluation.splits import temporal_split
 from crossfade.log import get_logger
+from crossfade.safety.bots import human_events
+from crossfade.safety.paths import bot_flags_dir
 from feature_repo.definitions import CANDIDATE_SERVICE
 from model_registry.candidates import register_candidates
 from model_registry.lineage import lineage_tags
@@ -56,6 +58,9 @@ class TrainOutcome:
 def _frames(settings: Settings) -> dict[str, pd.DataFrame]:
     read = lambda name: lake.read_lake_table(settings.lake_dir, name).to_pandas()  # noqa: E731
     frames = {name: read(name) for name in ("events", "items", "users", "onboarding")}
+    frames["events"], removed = human_events(frames["events"], bot_flags_dir(settings))
+    if removed:
+        log.info("flagged accounts excluded", extra={"accounts": removed})
     if frames["events"].empty:
         raise ValueError(
             f"the lake at {settings.lake_dir} has no events: run `crossfade data ingest` first"
@@ -100,8 +105,9 @@ def model_card(model: CandidateModel, metrics: dict[str, float], tags: dict[str,
         f"{int(model.metrics.get('cold_items', 0)):,} cold\n\n"
         "## Holdout metrics (temporal split, last 2 days)\n\n| metric | value |\n|---|---|\n"
         f"{rows}\n\n"
-        "## Limits\n\nMeasured on the simulated world; bot accounts are excluded only once the "
-        "bot detector flags them. Recall counts non-skipped plays of items new to the listener.\n"
+        "## Limits\n\nMeasured on the simulated world; accounts flagged by the bot detector "
+        "(latest run) are excluded from training and evaluation. Recall counts non-skipped "
+        "plays of items new to the listener.\n"
     )
 
 

@@ -133,3 +133,12 @@ def latest_flags(folder: Path) -> pd.DataFrame | None:
     """The newest stored detection run, or None when bots were never detected."""
     files = sorted(folder.glob(FLAG_GLOB)) if folder.is_dir() else []
     return pq.read_table(files[-1]).to_pandas() if files else None
+
+
+def human_events(events: pd.DataFrame, flags_folder: Path) -> tuple[pd.DataFrame, int]:
+    """`events` without the accounts of the newest detection run (none when bots were never
+    detected), and how many accounts that removed. Training, popularity and creator counts
+    read the lake through this."""
+    flags = latest_flags(flags_folder)
+    ids = flagged_ids(flags) if flags is not None else frozenset()
+    return exclude_flagged(events, ids), len(ids)
