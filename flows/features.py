@@ -24,10 +24,12 @@ from crossfade.config import Settings, load_settings
 from crossfade.data import lake
 from crossfade.features import catalog
 from crossfade.features.tables import artist_features, item_features, user_features
+from crossfade.features.tables_dask import lake_feature_tables
 from crossfade.log import get_logger
 from feature_repo.definitions import build_definitions, feature_table_path
 from feature_repo.online_reader import write_marker
 from feature_repo.store import open_store
+from flows.runners import dask_client, task_runner_for, uses_dask
 from validation.feature_tables import validate_feature_tables
 
 log = get_logger("flows.features")
@@ -63,7 +65,10 @@ class FeaturesOutcome:
 
 @task(name="compute-features", cache_policy=NO_CACHE)
 def compute_tables(settings: Settings) -> dict[str, pd.DataFrame]:
-    """Recompute every batch feature table from the published lake."""
+    """Recompute every batch feature table from the published lake (on Dask on `cluster`)."""
+    if uses_dask(settings):
+        with dask_client(settings) as client:
+            return lake_feature_tables(settings.lake_dir, client)
     read = lambda name: lake.read_lake_table(settings.lake_dir, name).to_pandas()  # noqa: E731
     events = read("events")
     if events.empty:
@@ -132,7 +137,7 @@ def features_flow(profile: str | None = None, now: datetime | None = None) -> di
     """Compute, validate, publish, apply and materialize; raises FeaturesRejected on bad tables."""
     settings = load_settings(profile)
     now = now or datetime.now(UTC)
-    tables = compute_tables(settings)
+    tables = compute_tables.submit(settings).result()  # through the profile's task runner
     if not tables:
         outcome = FeaturesOutcome(status="empty", rows={}, failures=["the lake has no events yet"])
         _artifacts(outcome)
@@ -165,3 +170,8 @@ def features_flow(profile: str | None = None, now: datetime | None = None) -> di
     log.info("features materialized", extra={"rows": rows, "until": outcome.materialized_until})
     _artifacts(outcome)
     return outcome.to_dict()
+
+
+def features_flow_for(settings: Settings) -> Any:
+    """The features flow with the task runner of the settings' profile (Dask on `cluster`)."""
+    return features_flow.with_options(task_runner=task_runner_for(settings))
