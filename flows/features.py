@@ -26,6 +26,8 @@ from crossfade.features import catalog
 from crossfade.features.tables import artist_features, item_features, user_features
 from crossfade.features.tables_dask import lake_feature_tables
 from crossfade.log import get_logger
+from crossfade.safety.bots import human_events
+from crossfade.safety.paths import bot_flags_dir
 from feature_repo.definitions import build_definitions, feature_table_path
 from feature_repo.online_reader import write_marker
 from feature_repo.store import open_store
@@ -74,10 +76,12 @@ def compute_tables(settings: Settings) -> dict[str, pd.DataFrame]:
     if events.empty:
         return {}
     items, users, artists = read("items"), read("users"), read("artists")
+    # Popularity statistics of tracks and artists leave flagged stream-farm accounts out.
+    human, _ = human_events(events, bot_flags_dir(settings))
     return {
         catalog.USER_VIEW: user_features(events, items, users),
-        catalog.ITEM_VIEW: item_features(events, items),
-        catalog.ARTIST_VIEW: artist_features(events, items, artists),
+        catalog.ITEM_VIEW: item_features(human, items),
+        catalog.ARTIST_VIEW: artist_features(human, items, artists),
     }
 
 
