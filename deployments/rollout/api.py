@@ -1,0 +1,166 @@
+"""The release actions as plain functions: the CLI and the gateway's admin HTTP API both call them.
+
+Every call names its principal (actor + role). Changes are audited with their outcome by the
+controller; refused attempts (role, illegal transition, conflict, registry error) are audited
+here with the reason. Two simultaneous actions are serialized by the store's compare-and-set:
+one wins, the other raises ConflictError. `http_status` maps each error to its HTTP code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from crossfade.config import Settings
+from deployments.rollout.auth import AuthError, Forbidden, Principal, authorize
+from deployments.rollout.controller import Controller, RegistryError, position_of
+from deployments.rollout.guardrails import GuardrailsError
+from deployments.rollout.machine import ACTIVE, IllegalTransition, Phase, describe_next
+from deployments.rollout.store import ConflictError, RolloutState
+
+T = TypeVar("T")
+
+ERROR_STATUS: dict[type[Exception], int] = {
+    AuthError: 401,
+    Forbidden: 403,
+    ConflictError: 409,
+    IllegalTransition: 409,
+    RegistryError: 422,
+    GuardrailsError: 500,
+}
+
+
+def http_status(exc: Exception) -> int:
+    """The HTTP status an admin API answers for a release error (500 when unknown)."""
+    for kind, code in ERROR_STATUS.items():
+        if isinstance(exc, kind):
+            return code
+    return 500
+
+
+class ReleaseService:
+    """status, start, promote, pause, resume, rollback, history for one set of settings."""
+
+    def __init__(self, settings: Settings, controller: Controller | None = None) -> None:
+        self.settings = settings
+        self.controller = controller or Controller(settings)
+        self.store = self.controller.store
+
+    def _guarded(self, principal: Principal, action: str, reason: str, run: Callable[[], T]) -> T:
+        """Authorize, run, and audit a refusal with its reason (successes audit themselves)."""
+        try:
+            authorize(principal, action)
+            return run()
+        except (Forbidden, IllegalTransition, ConflictError, RegistryError) as exc:
+            state = self.store.read_state()
+            outcome = "conflict" if isinstance(exc, ConflictError) else "refused"
+            self.store.audit(
+                actor=principal.actor,
+                action=action,
+                outcome=outcome,
+                reason=f"{reason or '-'} | {type(exc).__name__}: {exc}",
+                rollout_id=state.rollout_id,
+                from_phase=state.phase,
+                to_phase=state.phase,
+            )
+            raise
+
+    # -- reads -----------------------------------------------------------------------------
+    def status(self, principal: Principal) -> dict[str, Any]:
+        """Slots, versions, split, shadow share, last window vs thresholds, next step and when."""
+        return self._guarded(
+            principal, "status", "", lambda: self.describe(self.store.read_state())
+        )
+
+    def describe(self, state: RolloutState) -> dict[str, Any]:
+        """The status document of a state (no authorization: callers did that)."""
+        ctl = self.controller
+        pos = position_of(state)
+        phase = Phase(state.phase)
+        steps = list(ctl.plan.steps)
+        out: dict[str, Any] = {
+            "rollout_id": state.rollout_id,
+            "phase": state.phase,
+            "paused": state.paused,
+            "pause_reason": state.pause_reason,
+            "state_version": state.version,
+            "slots": state.slots,
+            "baseline": state.baseline,
+            "candidate": state.candidate,
+            "green_percent": state.green_percent,
+            "shadow_share": state.shadow_share,
+            "canary_steps": steps,
+            "step": (f"{state.step_index + 1} of {len(steps)}" if phase == Phase.CANARY else None),
+            "started_by": state.started_by,
+            "started_at": state.started_at,
+            "updated_at": state.updated_at,
+            "last_window": state.last_window,
+            "next": describe_next(pos, ctl.plan),
+            "next_evaluation_at": None,
+            "windows_passed": state.windows_passed,
+            "windows_needed": ctl.windows_needed(phase) if phase in ACTIVE else None,
+            "window_seconds": ctl.config.window_seconds,
+        }
+        if phase in ACTIVE and not state.paused and state.window_start is not None:
+            out["next_evaluation_at"] = state.window_start + ctl.config.window_seconds * (
+                1 + state.inconclusive_windows
+            )
+        return out
+
+    def history(self, principal: Principal, limit: int = 50) -> list[dict[str, Any]]:
+        """The audit log, newest first."""
+        return self._guarded(principal, "history", "", lambda: self.store.history(limit))
+
+    def incidents(self, principal: Principal, limit: int = 20) -> list[dict[str, Any]]:
+        """Incidents (rollbacks), newest first."""
+        return self._guarded(principal, "history", "", lambda: self.store.incidents(limit))
+
+    # -- changes ---------------------------------------------------------------------------
+    def start(
+        self, principal: Principal, candidates: str, ranker: str, reason: str = ""
+    ) -> dict[str, Any]:
+        """Start a rollout of the given model refs (alias such as challenger, or version)."""
+        return self._guarded(
+            principal,
+            "start",
+            reason,
+            lambda: self.describe(
+                self.controller.start(principal.actor, candidates, ranker, reason or "-")
+            ),
+        )
+
+    def promote(self, principal: Principal, reason: str = "", full: bool = False) -> dict[str, Any]:
+        """Approve the current step now; full skips straight to PROMOTED."""
+        return self._guarded(
+            principal,
+            "promote",
+            reason,
+            lambda: self.describe(self.controller.promote(principal.actor, reason or "-", full)),
+        )
+
+    def pause(self, principal: Principal, reason: str = "") -> dict[str, Any]:
+        """Hold the rollout at its current split."""
+        return self._guarded(
+            principal,
+            "pause",
+            reason,
+            lambda: self.describe(self.controller.pause(principal.actor, reason or "-")),
+        )
+
+    def resume(self, principal: Principal, reason: str = "") -> dict[str, Any]:
+        """Continue a paused rollout with a fresh window."""
+        return self._guarded(
+            principal,
+            "resume",
+            reason,
+            lambda: self.describe(self.controller.resume(principal.actor, reason or "-")),
+        )
+
+    def rollback(self, principal: Principal, reason: str = "") -> dict[str, Any]:
+        """All traffic to blue, aliases restored, incident recorded."""
+
+        def run() -> dict[str, Any]:
+            state, incident = self.controller.rollback(principal.actor, reason or "-")
+            return {**self.describe(state), "incident_id": incident}
+
+        return self._guarded(principal, "rollback", reason, run)
