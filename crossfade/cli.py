@@ -262,9 +262,6 @@ def _register_core_groups() -> None:
     register_safety(app)
 
 
-_register_core_groups()
-
-
 def _load_plugins() -> None:
     """Let packages above the core add commands (entry-point group `crossfade.commands`)."""
     groups = {"root": app, "data": data_app}
@@ -272,8 +269,12 @@ def _load_plugins() -> None:
         entry.load()(groups)
 
 
-_load_plugins()
-
-
 if __name__ == "__main__":
-    app()
+    # `python -m crossfade.cli`: command modules import `crossfade.cli`, so run that module's
+    # app rather than completing this `__main__` copy (which would register everything twice).
+    from crossfade.cli import app as _app
+
+    _app()
+else:
+    _register_core_groups()
+    _load_plugins()

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 import time
 from collections import Counter
@@ -143,8 +145,9 @@ async def _listener(
     deadline: float,
     think_seconds: float,
     feedback: bool,
+    stop: asyncio.Event,
 ) -> None:
-    while time.perf_counter() < deadline:
+    while time.perf_counter() < deadline and not stop.is_set():
         _, body = listeners.request()
         started = time.perf_counter()
         report.requests += 1
@@ -193,15 +196,19 @@ async def drive(
     feedback: bool = True,
     timeout_seconds: float = 5.0,
 ) -> TrafficReport:
-    """Run `concurrency` virtual listeners against `url` for `seconds`; return what they saw."""
+    """Run `concurrency` virtual listeners against `url` for `seconds` (or until SIGTERM);
+    return what they saw."""
     report = TrafficReport()
     limits = httpx.Limits(max_connections=concurrency * 2, max_keepalive_connections=concurrency)
+    stop = asyncio.Event()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # SIGTERM: finish and report
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     started = time.perf_counter()
     async with httpx.AsyncClient(base_url=url, timeout=timeout_seconds, limits=limits) as client:
         deadline = started + seconds
         await asyncio.gather(
             *(
-                _listener(client, listeners, report, deadline, think_seconds, feedback)
+                _listener(client, listeners, report, deadline, think_seconds, feedback, stop)
                 for _ in range(concurrency)
             )
         )
