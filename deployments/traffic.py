@@ -32,17 +32,11 @@ import numpy as np
 
 from crossfade import columns as C
 from crossfade.config import Settings, load_settings
-from crossfade.data import domains as D
 from crossfade.data import lake
 from crossfade.data.simulator import World
+from crossfade.data.simulator.clients import listener_context
 
 SHELVES = ("home", "discover_weekly")
-
-
-def iana_zone(offset_minutes: int) -> str:
-    """IANA name of a whole-hour UTC offset (`Etc/GMT-2` is two hours EAST of UTC)."""
-    hours = round(offset_minutes / 60)
-    return "Etc/UTC" if hours == 0 else f"Etc/GMT{'-' if hours > 0 else '+'}{abs(hours)}"
 
 
 @dataclass
@@ -97,19 +91,10 @@ class SimulatedListeners:
 
     def request(self) -> tuple[int, dict[str, Any]]:
         """A /recommend body for a random human listener (index into the world's arrays)."""
-        lis = self.world.listeners
         u = int(self.rng.choice(self.index))
-        device = D.DEVICES[int(lis.primary_device[u])]
-        os_code = lis.desktop_os[u] if device in ("desktop",) else lis.phone_os[u]
         body = {
-            "listener_id": str(lis.user_ids[u]),
-            "context": {
-                "device": device,
-                "platform": D.PLATFORMS[int(os_code)],
-                "country": D.COUNTRIES[int(lis.country[u])],
-                "timezone": iana_zone(int(lis.utc_offset[u])),
-                "timestamp": self.now().isoformat(),
-            },
+            "listener_id": str(self.world.listeners.user_ids[u]),
+            "context": listener_context(self.world, u, self.now()),
             "shelf": SHELVES[int(self.rng.random() < 0.2)],
             "k": self.k,
         }

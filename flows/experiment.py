@@ -1,8 +1,10 @@
 """Experiment flow: a registered challenger against the champion on the simulator's listeners.
 
-Thin: it resolves the two registry references (aliases such as `@champion`, `@challenger`, or
-version numbers) of `crossfade-candidates`, wraps each as a policy and hands over to
-`crossfade.experiments.run.run_simulated`, which simulates, analyses with daily looks,
+Thin: it resolves two `crossfade-ranker` references (aliases such as `@champion`,
+`@challenger`, or version numbers), loads each with the candidate model it was released with
+into the same serving pipeline the recommender runs (features, candidates, ranker, re-ranker,
+fallbacks), wraps each as a policy and hands over to `crossfade.experiments.run.run_simulated`,
+which simulates the listeners' responses from the ground truth, analyses with daily looks,
 decides and writes the HTML report. The decision and the report path become a Prefect
 artifact.
 """
@@ -15,24 +17,30 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from crossfade.candidates.model import CandidateModel
 from crossfade.config import load_settings
+from crossfade.data.simulator.world import World
 from crossfade.experiments.definition import experiments_config_dir, load_definition
-from crossfade.experiments.policies import CandidatePolicy, Policy
+from crossfade.experiments.policies import PipelinePolicy, Policy
 from crossfade.experiments.run import load_world, run_simulated
-from model_registry.candidates import load_candidates
+from deployments.recommender.loading import build_pipeline, listener_history, open_online_features
+from model_registry.ranker import candidates_version_of
 
 DEFAULT_EXPERIMENT = "discover_ranker"
 
 
 @task(cache_policy=NO_CACHE)
-def load_policy(profile: str | None, ref: str) -> CandidatePolicy:
-    """A registered candidate model version as a policy named by its reference."""
+def load_policy(profile: str | None, ranker_ref: str, world: World) -> PipelinePolicy:
+    """A registered ranker version (with its candidate model) as the full serving stack."""
     settings = load_settings(profile)
-    model = load_candidates(settings, ref).unwrap_python_model().model
-    if not isinstance(model, CandidateModel):
-        raise TypeError(f"{ref} does not hold a crossfade CandidateModel")
-    return CandidatePolicy(model, name=ref.lstrip("@"))
+    candidates = candidates_version_of(settings, ranker_ref)
+    pipeline = build_pipeline(
+        settings,
+        candidates,
+        ranker_ref.lstrip("@"),
+        open_online_features(settings),
+        listener_history(settings),
+    )
+    return PipelinePolicy(pipeline, world, name=f"ranker {ranker_ref.lstrip('@')}")
 
 
 @flow(name="experiment")
@@ -48,13 +56,14 @@ def experiment_flow(
     definition = load_definition(
         experiments_config_dir(settings.config_path) / f"{experiment}.yaml"
     )
+    world = load_world(settings)
     policies: dict[str, Policy] = {
-        definition.control: load_policy(profile, control_ref),
-        definition.treatments[0]: load_policy(profile, treatment_ref),
+        definition.control: load_policy(profile, control_ref, world),
+        definition.treatments[0]: load_policy(profile, treatment_ref, world),
     }
     analysis, report = run_simulated(
         settings,
-        load_world(settings),
+        world,
         definition,
         policies,
         days,

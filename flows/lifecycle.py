@@ -26,10 +26,12 @@ from crossfade.config import Settings, load_settings
 from crossfade.data import lake
 from crossfade.data.simulator import split_days
 from crossfade.log import get_logger
-from crossfade.run_report import StageReport, write_run_report
+from crossfade.run_report import StageReport, rollout_timeline, write_run_report
 from flows.bots import flag_bots_flow
+from flows.experiment import experiment_flow
 from flows.features import FeaturesRejected, features_flow
 from flows.ingest import BatchRejected, ingest_flow, simulation_fingerprint
+from flows.release import release_flow
 from flows.train import train_candidates_flow
 from flows.train_ranker import train_ranker_flow
 
@@ -183,12 +185,77 @@ def ranker_stage(run: LifecycleRun) -> StageReport:
     return stage
 
 
+def release_stage(run: LifecycleRun) -> StageReport:
+    """First version: make it live. Later versions: shadow, canary, blue/green under
+    guardrails; a rollback or a pause ends the run with the champion untouched."""
+    ranker = run.outcomes["ranker"]
+    outcome = release_flow(
+        ranker_version=str(ranker["version"]), alias=str(ranker["alias"]), profile=run.profile
+    )
+    run.outcomes["release"] = outcome
+    traffic = outcome.get("traffic") or {}
+    facts: dict[str, Any] = {"gateway": outcome.get("gateway"), "candidate": outcome["candidate"]}
+    if outcome.get("rollout_id"):
+        facts.update(
+            {
+                "rollout": outcome["rollout_id"],
+                "champion before": outcome["baseline"],
+                "listener requests": f"{traffic.get('requests', 0):,} sent, "
+                f"{traffic.get('failed', 0):,} failed",
+                "listener p99 latency (ms)": traffic.get("p99_ms"),
+                "duration (s)": round(float(outcome.get("seconds", 0.0)), 1),
+            }
+        )
+    figure = rollout_timeline(outcome.get("transitions", []), outcome.get("windows", []))
+    rows = [
+        {"phase": w["phase"], "verdict": w["verdict"], **(w.get("values") or {})}
+        for w in outcome.get("windows", [])
+    ]
+    stage = StageReport(
+        "release",
+        outcome["status"],
+        outcome["summary"],
+        facts,
+        figures=[figure] if figure else [],
+        rows=rows,
+    )
+    if outcome["status"] not in ("live", "promoted"):
+        raise StopRun(stage)
+    return stage
+
+
+def experiment_stage(run: LifecycleRun) -> StageReport:
+    """The new version against the champion it replaced, on simulated listeners."""
+    release = run.outcomes.get("release", {})
+    if release.get("status") != "promoted":
+        return StageReport(
+            "experiment", "not run", "first version: there is no earlier champion to test against"
+        )
+    baseline, candidate = release["baseline"], release["candidate"]
+    outcome = experiment_flow(
+        profile=run.profile,
+        control_ref=baseline["ranker"],
+        treatment_ref=candidate["ranker"],
+        experiment=run.settings.lifecycle.experiment,
+    )
+    run.outcomes["experiment"] = outcome
+    return StageReport(
+        "experiment",
+        str(outcome["decision"]).lower(),
+        f"ranker v{candidate['ranker']} against v{baseline['ranker']}: {outcome['decision']}",
+        {"reasons": outcome["reasons"][:8]},
+        {"experiment report": outcome["report"]},
+    )
+
+
 STAGES: tuple[Callable[[LifecycleRun], StageReport], ...] = (
     ingest_stage,
     bots_stage,
     features_stage,
     candidates_stage,
     ranker_stage,
+    release_stage,
+    experiment_stage,
 )
 
 

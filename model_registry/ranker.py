@@ -91,3 +91,22 @@ def load_ranker(settings: Settings, ref: str) -> RankerModel:
     if not isinstance(model, RankerModel):
         raise TypeError(f"{uri} does not hold a crossfade RankerModel (got {type(model).__name__})")
     return model
+
+
+def candidates_version_of(settings: Settings, ranker_ref: str) -> str:
+    """The `crossfade-candidates` version a ranker version (or alias) was trained and gated
+    with: a release is the pair, so serving and experiments load them together."""
+    c = mlflow.MlflowClient(settings.tracking_uri)
+    alias = ranker_ref.lstrip("@")
+    version = (
+        c.get_model_version(MODEL_NAME, alias)
+        if alias.isdigit()
+        else c.get_model_version_by_alias(MODEL_NAME, alias)
+    )
+    found = version.tags.get("crossfade.candidate_model_version", "none")
+    if found == "none":
+        raise ValueError(
+            f"{MODEL_NAME} {ranker_ref} has no candidate model lineage tag "
+            "(crossfade.candidate_model_version); retrain it with `crossfade train ranker`"
+        )
+    return str(found)

@@ -1,9 +1,10 @@
 """Policies an online experiment compares: anything that turns listeners and a time into slates.
 
-Built in: popularity (chart order), the candidate model (merged retrieval order), and a
-planted-effect wrapper that re-orders a share of
-another policy's requests by the simulator's true affinity (a known, real improvement, for
-power checks). A registry-backed champion/challenger pair lives in `flows/experiment.py`.
+Built in: popularity (chart order), the candidate model (merged retrieval order), the full
+serving pipeline of a model version (`PipelinePolicy`), and a planted-effect wrapper that
+re-orders a share of another policy's requests by the simulator's true affinity (a known,
+real improvement, for power checks). Loading registered versions lives in
+`flows/experiment.py`.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from crossfade.candidates.model import CandidateModel
+from crossfade.data.simulator.clients import listener_context
 from crossfade.data.simulator.world import World
 
 # A simple serving cost model (USD): a fixed cost per request plus a cost per item scored.
@@ -114,4 +116,44 @@ class PlantedEffectPolicy:
             truth = self.world.true_affinity(user, slate.item_ids)
             order = np.argsort(-truth, kind="stable")[:k]
             out.append(Slate([slate.item_ids[i] for i in order], slate.cost_usd))
+        return out
+
+
+class _Recommender(Protocol):
+    def recommend(self, request: Any) -> Any: ...
+
+
+@dataclass
+class PipelinePolicy:
+    """The full serving stack (candidates, ranker, re-ranker, fallbacks) of one model version,
+    asked exactly as a listener's app asks it: one `/recommend`-shaped request per listener,
+    with the listener's device, platform, market and time zone from the simulated world."""
+
+    pipeline: _Recommender
+    world: World
+    name: str = "pipeline"
+    shelf: str = "home"
+
+    def recommend(self, user_ids: Sequence[str], at: datetime, k: int) -> list[Slate]:
+        """One served slate per listener; a request that fails is an error with no items."""
+        from crossfade.serving.api import RecommendRequest
+
+        index = self.world.user_index(list(user_ids))
+        out = []
+        for user, u in zip(user_ids, index, strict=True):
+            request = RecommendRequest.model_validate(
+                {
+                    "listener_id": user,
+                    "context": listener_context(self.world, int(u), at),
+                    "shelf": self.shelf,
+                    "k": k,
+                }
+            )
+            try:
+                answer = self.pipeline.recommend(request)
+            except Exception:  # the service would answer 5xx: an error, not a crash
+                out.append(Slate([], _cost(0), error=True))
+                continue
+            items = [str(item["item_id"]) for item in answer.items]
+            out.append(Slate(items, _cost(len(items)), error=False))
         return out

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 from crossfade.config import Settings
 from crossfade.data import domains as D
 from crossfade.data.simulator import build_world
-from deployments.traffic import SimulatedListeners, TrafficReport, iana_zone
+from crossfade.data.simulator.clients import iana_zone
+from deployments.traffic import SimulatedListeners, TrafficReport
 
 
 def test_iana_zone_sign_convention() -> None:
