@@ -3,10 +3,13 @@
 1. On the lake's simulated world, a candidate model trained on all but the last 4 days
    retrieves candidates; randomised slates are shown to the simulator's listeners and their
    responses graded by the label policy (`crossfade/ranking/dataset.py`).
-2. Temporal validation: 2 days to train, 1 to early-stop, 1 to test.
-3. Offline metrics on the test requests (NDCG@10 per tier and overall, long-tail share,
+2. Listener, item and request-context features are joined from the feature service
+   `ranker_features_v1` as of each request's time (Feast point-in-time join, one retrieval for
+   all rows) and combined with the candidate crosses (`crossfade/ranking/features.py`).
+3. Temporal validation: 2 days to train, 1 to early-stop, 1 to test.
+4. Offline metrics on the test requests (NDCG@10 per tier and overall, long-tail share,
    diversity, coverage), against ordering by candidate score.
-4. The gate reads the metric tree (`configs/metrics.yaml`) and compares with the current
+5. The gate reads the metric tree (`configs/metrics.yaml`) and compares with the current
    champion's metrics: the first passing version becomes `champion`, a later one that is
    better and non-inferior on every guardrail becomes `challenger`; otherwise the version
    stays unaliased with the reasons in a tag.
@@ -33,15 +36,28 @@ from crossfade.data import lake
 from crossfade.data.simulator import World
 from crossfade.evaluation.gate import decide
 from crossfade.evaluation.metric_tree import default_metric_tree_path, load_metric_tree
-from crossfade.evaluation.metrics import evaluate_all, item_genres, play_counts
+from crossfade.evaluation.metrics import (
+    evaluate_all,
+    graded_gains,
+    graded_ndcg_by_group,
+    item_genres,
+    ndcg_at_k,
+    play_counts,
+    play_share_above,
+)
 from crossfade.evaluation.report import write_evaluation_report
 from crossfade.evaluation.slices import by_slice, per_user_metrics
+from crossfade.features import catalog
+from crossfade.features.policy import load_policy
 from crossfade.log import get_logger
-from crossfade.ranking.dataset import FEATURES, REQUEST, History, simulated_impressions
+from crossfade.ranking.dataset import REQUEST, History, simulated_impressions
+from crossfade.ranking.features import FEATURES, REQUEST_INPUTS, STORE_INPUTS, model_inputs
 from crossfade.ranking.labels import LABEL, load_label_policy
 from crossfade.ranking.ranker import RankerModel, fit_ranker
 from crossfade.reranking import RequestContext, Reranker, default_reranking_path, load_reranking
-from feature_repo.definitions import RANKER_SERVICE
+from feature_repo.definitions import RANKER_SERVICE, feature_table_path
+from feature_repo.store import open_store
+from feature_repo.training import training_set
 from model_registry.lineage import lineage_tags
 from model_registry.ranker import MODEL_NAME, TIER, register_ranker
 from model_registry.registry import CHAMPION, client, promote, run_metrics, version_by_alias
@@ -86,16 +102,12 @@ def _simulated_world(settings: Settings) -> tuple[World, dict[str, pd.DataFrame]
 
 def ndcg10_by_tier(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
     """Mean NDCG@10 (graded, 2^label - 1 gains) per tier and overall, over test requests."""
-    per_request = []
-    for (tier, _), g in frame.assign(_s=scores).groupby([TIER, REQUEST]):
-        gains = 2.0 ** g.sort_values("_s", ascending=False)[LABEL].to_numpy()[:10] - 1
-        ideal = 2.0 ** np.sort(g[LABEL].to_numpy())[::-1][:10] - 1
-        discount = 1 / np.log2(np.arange(2, 2 + len(gains)))
-        if ideal.sum() > 0:
-            per_request.append((tier, float((gains * discount).sum() / (ideal * discount).sum())))
-    table = pd.DataFrame(per_request, columns=[TIER, "ndcg"])
-    out = {f"ndcg@10_{t}": float(v) for t, v in table.groupby(TIER)["ndcg"].mean().items()}
-    out["ndcg@10"] = float(table["ndcg"].mean())
+    per_request = graded_ndcg_by_group(frame, scores, REQUEST, LABEL, k=10)
+    tiers = frame.drop_duplicates(REQUEST).set_index(REQUEST)[TIER].reindex(per_request.index)
+    out = {
+        f"ndcg@10_{t}": float(v) for t, v in per_request.groupby(tiers.to_numpy()).mean().items()
+    }
+    out["ndcg@10"] = float(per_request.mean())
     return out
 
 
@@ -116,27 +128,16 @@ def _list_metrics(
     )
 
 
-def _graded_ndcg(recs: dict[str, list[str]], test: pd.DataFrame) -> float:
-    values = []
-    for request, g in test.groupby(REQUEST):
-        grades = dict(zip(g[C.ITEM_ID], g[LABEL], strict=True))
-        gains = np.array([2.0 ** grades.get(i, 0) - 1 for i in recs.get(str(request), [])[:10]])
-        ideal = 2.0 ** np.sort(g[LABEL].to_numpy())[::-1][:10] - 1
-        if ideal.sum() > 0 and len(gains):
-            d = 1 / np.log2(np.arange(2, 2 + max(len(gains), len(ideal))))
-            values.append(float((gains * d[: len(gains)]).sum() / (ideal * d[: len(ideal)]).sum()))
-    return float(np.mean(values)) if values else float("nan")
-
-
 def rerank_tradeoff(
     test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
 ) -> pd.DataFrame:
     """NDCG@10, diversity and long-tail share with the re-ranker off and on (same requests)."""
     items = frames["items"].drop_duplicates(C.ITEM_ID).set_index(C.ITEM_ID)
     users = frames["users"].drop_duplicates(C.USER_ID).set_index(C.USER_ID)
-    pct = pd.Series(play_counts(frames["events"])).rank(pct=True)
+    share_above = play_share_above(play_counts(frames["events"]))
     base = test.assign(score=scores)
     reranker = Reranker(load_reranking(default_reranking_path()))
+    gains = graded_gains(test, REQUEST, LABEL)
     rows = []
     for name, use in (("ranker only", False), ("ranker + re-ranker", True)):
         recs: dict[str, list[str]] = {}
@@ -153,7 +154,7 @@ def rerank_tradeoff(
                     "artist_id": meta[C.ARTIST_ID].to_numpy(),
                     "genre": meta[C.GENRE].to_numpy(),
                     "explicit": meta[C.EXPLICIT].fillna(True).to_numpy(dtype=bool),
-                    "popularity": pct.reindex(ordered[C.ITEM_ID]).fillna(0.0).to_numpy(),
+                    "play_share_above": share_above.reindex(ordered[C.ITEM_ID]).to_numpy(),
                     "release_date": meta[C.RELEASE_DATE].to_numpy(),
                     "available_markets": meta[C.AVAILABLE_MARKETS].to_numpy(),
                 }
@@ -165,7 +166,7 @@ def rerank_tradeoff(
         rows.append(
             {
                 "setting": name,
-                "ndcg": _graded_ndcg(recs, test),
+                "ndcg": ndcg_at_k(recs, k=10, gains=gains),
                 "diversity": m.get("diversity@10", float("nan")),
                 "long_tail_share": m.get("long_tail_share@10", float("nan")),
             }
@@ -217,7 +218,7 @@ def slice_table(
 def log_impressions(
     settings: Settings,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.Timestamp]:
-    """Candidates before the cutoff, then graded slates over the last days."""
+    """Candidates before the cutoff, then graded slates over the last days (no store features)."""
     world, frames = _simulated_world(settings)
     end = frames["events"][C.TS].max().floor("D")
     cutoff = (end - pd.Timedelta(days=LOG_DAYS - 1)).to_pydatetime()
@@ -236,6 +237,38 @@ def log_impressions(
         frames["users"].drop_duplicates(C.USER_ID).set_index(C.USER_ID)[C.TIER]
     )
     return log, frames, pd.Timestamp(cutoff)
+
+
+# What the join asks the feature service for: the ranker's store inputs, plus the age bucket
+# the minimization policy reads.
+STORE_REQUEST: tuple[str, ...] = (*STORE_INPUTS, "user_age_bucket")
+
+
+@task(name="ranker-store-features", cache_policy=NO_CACHE)
+def join_store_features(settings: Settings, log: pd.DataFrame) -> pd.DataFrame:
+    """Every row's listener, item and context features as of its request time, in one Feast
+    point-in-time retrieval over `ranker_features_v1`, then the model inputs (`FEATURES`)."""
+    for view in (catalog.USER_VIEW, catalog.ITEM_VIEW):
+        if not feature_table_path(settings.features_dir, view).is_file():
+            raise ValueError(
+                f"the ranker reads {view} from the feature store, but "
+                f"{feature_table_path(settings.features_dir, view)} does not exist: run the "
+                "features flow first (`crossfade features materialize` or `crossfade run`)"
+            )
+    entity_df = log[[C.USER_ID, C.ITEM_ID, *REQUEST_INPUTS]].reset_index(drop=True)
+    entity_df[catalog.EVENT_TIMESTAMP] = pd.to_datetime(log[C.TS], utc=True).to_numpy()
+    policy = load_policy(settings.config_path / settings.features.policy_file)
+    joined = training_set(open_store(settings), entity_df, policy, RANKER_SERVICE, STORE_REQUEST)
+    if len(joined) != len(log):
+        raise RuntimeError(f"the feature join returned {len(joined)} rows for {len(log)}")
+    rows = log.reset_index(drop=True)
+    raw = pd.concat(
+        [rows.drop(columns=[c for c in STORE_REQUEST if c in rows]), joined[list(STORE_REQUEST)]],
+        axis=1,
+    )
+    return pd.concat(
+        [raw.drop(columns=[c for c in FEATURES if c in raw]), model_inputs(raw)], axis=1
+    )
 
 
 def _importance_plot(model: RankerModel, folder: Path) -> Path:
@@ -277,7 +310,8 @@ def model_card(metrics: dict[str, float], baseline: dict[str, float], tags: dict
 def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
     """Train, evaluate, gate and register the ranker; returns the outcome."""
     settings = load_settings(profile)
-    log_frame, frames, cutoff = log_impressions(settings)
+    raw_log, frames, cutoff = log_impressions(settings)
+    log_frame = join_store_features(settings, raw_log)
     day = pd.Timedelta(days=1)
     train = log_frame[log_frame[C.TS] < cutoff + 2 * day]
     valid = log_frame[(log_frame[C.TS] >= cutoff + 2 * day) & (log_frame[C.TS] < cutoff + 3 * day)]

@@ -35,6 +35,9 @@ NDCG = "ndcg"
 MAP = "map"
 HIT = "hit"
 ACCURACY_METRICS = (PRECISION, RECALL, NDCG, MAP, HIT)
+# The short head holds the most played items up to this share of all plays; the rest is the
+# long tail (for `long_tail_share`, serendipity's "expected" items and the re-ranker's quota).
+HEAD_SHARE = 0.2
 
 _ROW = "_row"
 _RANK = "_rank"
@@ -209,6 +212,52 @@ def ndcg_at_k(
     return float(np.mean((got * disc).sum(axis=1) / (ideal * disc).sum(axis=1)))
 
 
+def exponential_gain(grades: np.ndarray | pd.Series | Sequence[float]) -> np.ndarray:
+    """Gain 2^g - 1 of graded labels g: each grade is worth about twice the one below."""
+    return np.power(2.0, np.asarray(grades, dtype=float)) - 1.0
+
+
+def graded_gains(
+    frame: pd.DataFrame, group: str, label: str, item: str = C.ITEM_ID
+) -> dict[str, dict[str, float]]:
+    """`ndcg_at_k` gains from labelled rows: group (request) -> item -> 2^label - 1."""
+    gains = exponential_gain(frame[label])
+    out: dict[str, dict[str, float]] = {}
+    for key, item_id, gain in zip(frame[group], frame[item], gains, strict=True):
+        out.setdefault(str(key), {})[str(item_id)] = float(gain)
+    return out
+
+
+def graded_ndcg_by_group(
+    frame: pd.DataFrame, scores: np.ndarray | pd.Series, group: str, label: str, k: int = 10
+) -> pd.Series:
+    """NDCG@k of ordering each group's rows (a request's candidates) by `scores`, with gains
+    2^label - 1; ties keep the frame's order. Groups with no positive label are left out (no
+    ordering can do better or worse there). Indexed by group."""
+    _check_k(k)
+    if len(scores) != len(frame):
+        raise ValueError(f"{len(scores)} scores for {len(frame)} rows")
+    data = pd.DataFrame(
+        {
+            "g": frame[group].to_numpy(),
+            _GAIN: exponential_gain(frame[label]),
+            "s": np.asarray(scores, dtype=float),
+        }
+    )
+    disc = _discount(k)
+
+    def dcg(by: str) -> pd.Series:
+        ranked = data.sort_values(["g", by], ascending=[True, False], kind="stable")
+        rank = ranked.groupby("g", sort=False).cumcount().to_numpy()
+        top = rank < k
+        values = ranked[_GAIN].to_numpy()[top] * disc[rank[top]]
+        return pd.Series(values).groupby(ranked["g"].to_numpy()[top]).sum()
+
+    ideal = dcg(_GAIN)
+    ideal = ideal[ideal > 0]
+    return (dcg("s").reindex(ideal.index, fill_value=0.0) / ideal).rename(NDCG)
+
+
 # ---------------------------------------------------------------------------------------------
 # beyond accuracy
 # ---------------------------------------------------------------------------------------------
@@ -300,23 +349,44 @@ def average_recommendation_popularity(
     return _slot_mean(idx, _popularity(popularity, vocab))
 
 
-def head_items(popularity: ItemValues, head_share: float = 0.2) -> set[str]:
+def play_share_above(popularity: ItemValues) -> pd.Series:
+    """Per item, the share of all plays taken by the items played more (ties: lower item id
+    first), i.e. where the item sits on the popularity curve; 1.0 for items with no plays.
+
+    This is the one long-tail definition: an item is in the short head when this share is
+    below `head_share` (`in_short_head`), so the metrics here and the re-ranker's long-tail
+    quota (`crossfade.reranking.long_tail`) cannot disagree about what the long tail is.
+    """
+    pop = _series(popularity).astype(float)
+    out = pd.Series(1.0, index=pop.index, dtype=float)
+    played = pop[pop > 0]
+    if played.empty:
+        return out
+    order = played.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+    before = order.cumsum() - order
+    out.loc[order.index] = (before / order.sum()).to_numpy()
+    return out
+
+
+def in_short_head(
+    share_above: np.ndarray | pd.Series, head_share: float = HEAD_SHARE
+) -> np.ndarray:
+    """Mask of items in the short head, from their `play_share_above` (missing: long tail)."""
+    return np.nan_to_num(np.asarray(share_above, dtype=float), nan=1.0) < head_share
+
+
+def head_items(popularity: ItemValues, head_share: float = HEAD_SHARE) -> set[str]:
     """The short head: most played items, taken in descending play order until they account
     for `head_share` of all plays (the item that crosses the line is in the head)."""
-    pop = _series(popularity).astype(float)
-    pop = pop[pop > 0]
-    if pop.empty:
-        return set()
-    order = pop.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
-    before = order.cumsum().to_numpy() - order.to_numpy()
-    return set(order.index[before < head_share * order.sum()])
+    share = play_share_above(popularity)
+    return set(share.index[in_short_head(share, head_share)])
 
 
 def long_tail_share(
     recommendations: Recommendations,
     popularity: ItemValues,
     k: int,
-    head_share: float = 0.2,
+    head_share: float = HEAD_SHARE,
 ) -> float:
     """Mean over listeners of the share of their top k outside the short head (`head_items`):
     how much exposure goes to the long tail."""
@@ -414,7 +484,7 @@ def evaluate_all(
     item_genre: ItemLabels,
     item_vectors: Mapping[str, Sequence[float] | np.ndarray] | None = None,
     history: Mapping[str, Sequence[str]] | None = None,
-    head_share: float = 0.2,
+    head_share: float = HEAD_SHARE,
 ) -> dict[str, float]:
     """Every metric at k in one dict (keys `<metric>@k`), for run logging and reports. The
     catalogue is every item with a genre or a play count; serendipity treats the short head

@@ -6,9 +6,10 @@ a slate of them (uniformly shuffled, so labels are not biased by a previous rank
 and `World.respond` says what the listener did with each shown item. Every shown item that
 the listener reached becomes a row; its label is the policy's grade of what happened.
 
-Features are computed from the candidate model, so the same function serves training and
-serving: collaborative score, content similarity, source, popularity, freshness, artist and
-genre affinity from the listener's history, duration, episode flag.
+Each row carries the candidate model's crosses (`candidate_features`: the same function
+serves training and serving) and the request inputs of the `request_context` view (request
+time, the listener's UTC offset, device and platform). Listener and item features are joined
+later from the feature store, as of the request time (`crossfade.ranking.features`).
 """
 
 from __future__ import annotations
@@ -23,52 +24,30 @@ import pandas as pd
 from crossfade import columns as C
 from crossfade.candidates.generator import SOURCES, Candidate
 from crossfade.candidates.model import CandidateModel
+from crossfade.ranking.features import REQUEST_DEVICE, REQUEST_PLATFORM, REQUEST_TS, UTC_OFFSET
 from crossfade.ranking.labels import LABEL, LabelPolicy
 
 REQUEST = "request_id"
-FEATURES: tuple[str, ...] = (
-    "cf_score",
-    "content_sim",
-    "source_score",
-    "n_sources",
-    *(f"src_{s}" for s in SOURCES),
-    "popularity",
-    "days_since_release",
-    "duration_min",
-    "is_episode",
-    "artist_affinity",
-    "genre_affinity",
-    "user_plays",
-)
 
 
 @dataclass
 class History:
-    """What each listener played before the request time (for affinity features)."""
+    """What each listener played before the request time (for the artist-affinity cross)."""
 
     artist_share: dict[str, dict[str, float]]
-    genre_share: dict[str, dict[str, float]]
-    plays: dict[str, int]
 
     @classmethod
     def from_events(cls, events: pd.DataFrame, items: pd.DataFrame) -> History:
-        """Shares of plays per artist and genre for every listener."""
+        """Share of each listener's plays per artist."""
         meta = items.drop_duplicates(C.ITEM_ID).set_index(C.ITEM_ID)
         frame = events[[C.USER_ID, C.ITEM_ID]].copy()
         frame[C.ARTIST_ID] = frame[C.ITEM_ID].map(meta[C.ARTIST_ID])
-        frame[C.GENRE] = frame[C.ITEM_ID].map(meta[C.GENRE])
-        plays = frame.groupby(C.USER_ID).size()
-
-        def shares(column: str) -> dict[str, dict[str, float]]:
-            counts = frame.groupby([C.USER_ID, column]).size()
-            share = counts / counts.groupby(level=0).transform("sum")
-            out: dict[str, dict[str, float]] = {}
-            flat = share.reset_index(name="share")
-            for user, key, value in flat.itertuples(index=False, name=None):
-                out.setdefault(str(user), {})[str(key)] = float(value)
-            return out
-
-        return cls(shares(C.ARTIST_ID), shares(C.GENRE), {str(u): int(n) for u, n in plays.items()})
+        counts = frame.groupby([C.USER_ID, C.ARTIST_ID]).size()
+        share = counts / counts.groupby(level=0).transform("sum")
+        out: dict[str, dict[str, float]] = {}
+        for user, key, value in share.reset_index(name="share").itertuples(index=False, name=None):
+            out.setdefault(str(user), {})[str(key)] = float(value)
+        return cls(out)
 
 
 def candidate_features(
@@ -77,11 +56,14 @@ def candidate_features(
     candidates: Sequence[Candidate],
     items: pd.DataFrame,
     history: History,
-    now: datetime,
 ) -> pd.DataFrame:
-    """One row of ranker features per candidate of one request."""
+    """The candidate model's crosses (`CANDIDATE_CROSSES`), one row per candidate.
+
+    Listener, item and context features are not computed here: they come from the feature
+    store (point-in-time joins in training, the online store in serving).
+    """
     ids = [c.item_id for c in candidates]
-    meta = items.drop_duplicates(C.ITEM_ID).set_index(C.ITEM_ID).reindex(ids)
+    artists = items.drop_duplicates(C.ITEM_ID).set_index(C.ITEM_ID)[C.ARTIST_ID].reindex(ids)
     frame = pd.DataFrame({C.ITEM_ID: ids})
     frame["cf_score"] = np.nan_to_num(model.cf.score(user_id, ids), nan=0.0)
     # Content vectors come from the model's index: no re-embedding per request.
@@ -90,16 +72,8 @@ def candidate_features(
     frame["n_sources"] = [len(c.sources) for c in candidates]
     for source in SOURCES:
         frame[f"src_{source}"] = [float(source in c.sources) for c in candidates]
-    frame["popularity"] = model.popularity_share(ids)
-    release = pd.to_datetime(meta[C.RELEASE_DATE]).dt.tz_localize("UTC")
-    frame["days_since_release"] = ((pd.Timestamp(now) - release).dt.days.fillna(365)).to_numpy()
-    frame["duration_min"] = (meta[C.DURATION_MS].fillna(210_000) / 60_000).to_numpy()
-    frame["is_episode"] = (meta[C.CONTENT_TYPE] == "episode").astype(float).to_numpy()
-    artists = history.artist_share.get(user_id, {})
-    genres = history.genre_share.get(user_id, {})
-    frame["artist_affinity"] = [artists.get(str(a), 0.0) for a in meta[C.ARTIST_ID]]
-    frame["genre_affinity"] = [genres.get(str(g), 0.0) for g in meta[C.GENRE]]
-    frame["user_plays"] = float(history.plays.get(user_id, 0))
+    shares = history.artist_share.get(user_id, {})
+    frame["artist_affinity"] = [shares.get(str(a), 0.0) for a in artists]
     return frame
 
 
@@ -116,8 +90,13 @@ def simulated_impressions(
     slate: int = 20,
     pool: int = 100,
 ) -> pd.DataFrame:
-    """Labelled rows from shown slates: one request per listener per day from `start`."""
+    """Labelled rows from shown slates: one request per listener per day from `start`.
+
+    The device and platform of a request are those its events were played on, and the UTC
+    offset is the listener's (a client sends both with the request).
+    """
     rng = np.random.default_rng(seed)
+    offsets = world.listeners.utc_offset  # type: ignore[attr-defined]
     frames = []
     request = 0
     for day in range(days):
@@ -132,12 +111,17 @@ def simulated_impressions(
                 continue
             events = events.drop_duplicates(C.ITEM_ID)
             grades = pd.Series(policy.grade(events), index=events[C.ITEM_ID].to_numpy())
-            feats = candidate_features(model, user, shown, items, history, at)
+            feats = candidate_features(model, user, shown, items, history)
             feats = feats[feats[C.ITEM_ID].isin(grades.index)].copy()
             feats[LABEL] = feats[C.ITEM_ID].map(grades).astype(int)
             feats[REQUEST] = request
             feats[C.USER_ID] = user
             feats[C.TS] = at
+            feats[REQUEST_TS] = at
+            user_row = int(world.user_index([user])[0])  # type: ignore[attr-defined]
+            feats[UTC_OFFSET] = int(offsets[user_row])
+            feats[REQUEST_DEVICE] = str(events[C.DEVICE].iloc[0])
+            feats[REQUEST_PLATFORM] = str(events[C.PLATFORM].iloc[0])
             frames.append(feats)
             request += 1
     if not frames:

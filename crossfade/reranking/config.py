@@ -53,10 +53,13 @@ class ArtistCapConfig(StrictModel):
 
 
 class LongTailConfig(StrictModel):
-    """At least `min_long_tail_share` of the top k with popularity below `head_percentile`."""
+    """At least `min_long_tail_share` of the top k from the long tail.
+
+    The long tail is not configured here: it is the offline metric's definition
+    (`crossfade.evaluation.metrics.HEAD_SHARE`), so the quota moves the number it is judged by.
+    """
 
     enabled: bool = True
-    head_percentile: float = Field(0.8, gt=0, le=1)
     min_long_tail_share: float = Field(0.2, ge=0, le=1)
 
 

@@ -7,14 +7,15 @@ import pandas as pd
 from crossfade import columns as C
 
 SCORE = "score"
-POPULARITY = "popularity"
+# share of all plays taken by items played more (`evaluation.metrics.play_share_above`)
+PLAY_SHARE_ABOVE = "play_share_above"
 REQUIRED = (
     C.ITEM_ID,
     SCORE,
     C.ARTIST_ID,
     C.GENRE,
     C.EXPLICIT,
-    POPULARITY,
+    PLAY_SHARE_ABOVE,
     C.RELEASE_DATE,
     C.AVAILABLE_MARKETS,
 )

@@ -1,8 +1,12 @@
 """Long-tail quota: at least `min_long_tail_share` of the top k from the long tail.
 
-Long tail = popularity percentile below `head_percentile` (a missing popularity is not long
-tail). When short, the best long-tail items below the cut replace the lowest-ranked head
-items, which move just below the top k; the newcomers close the top k in their own order.
+Long tail is the offline metric's definition (`crossfade.evaluation.metrics`): outside the
+short head of most played items that together take `HEAD_SHARE` of all plays. Each candidate
+carries its `play_share_above` (share of plays taken by items played more, from
+`metrics.play_share_above`); a missing value counts as long tail, as an unknown item does in
+`metrics.long_tail_share`. When short, the best long-tail items below the cut replace the
+lowest-ranked head items, which move just below the top k; the newcomers close the top k in
+their own order.
 Given an artist cap, a swap never pushes an artist over it (the cap is the harder
 constraint); a long-tail item that would is skipped.
 """
@@ -14,15 +18,16 @@ import math
 import numpy as np
 import pandas as pd
 
-from crossfade.reranking.frame import POPULARITY, artist_keys
+from crossfade.evaluation.metrics import HEAD_SHARE, in_short_head
+from crossfade.reranking.frame import PLAY_SHARE_ABOVE, artist_keys
 
 TAG = "long_tail_quota"
 
 
-def is_long_tail(frame: pd.DataFrame, head_percentile: float) -> np.ndarray:
-    """Boolean mask of long-tail rows."""
-    popularity = pd.to_numeric(frame[POPULARITY], errors="coerce").to_numpy(dtype=float)
-    return np.nan_to_num(popularity, nan=np.inf) < head_percentile
+def is_long_tail(frame: pd.DataFrame, head_share: float = HEAD_SHARE) -> np.ndarray:
+    """Boolean mask of long-tail rows (the metric's definition, via `in_short_head`)."""
+    share = pd.to_numeric(frame[PLAY_SHARE_ABOVE], errors="coerce").to_numpy(dtype=float)
+    return ~in_short_head(share, head_share)
 
 
 def required_long_tail(k: int, n: int, share: float) -> int:
@@ -34,14 +39,13 @@ def apply_long_tail_quota(
     frame: pd.DataFrame,
     k: int,
     *,
-    head_percentile: float,
     min_long_tail_share: float,
     max_per_artist: int | None = None,
 ) -> pd.DataFrame:
     """Swap long-tail items into the top k until the quota holds (or none fit)."""
     n = len(frame)
     top_n = min(k, n)
-    tail = is_long_tail(frame, head_percentile)
+    tail = is_long_tail(frame)
     needed = required_long_tail(k, n, min_long_tail_share)
     have = int(tail[:top_n].sum())
     if have >= needed or top_n == n:

@@ -124,7 +124,6 @@ class Reranker:
                 long_tail.apply_long_tail_quota(
                     work,
                     k,
-                    head_percentile=cfg.long_tail.head_percentile,
                     min_long_tail_share=cfg.long_tail.min_long_tail_share,
                     max_per_artist=cap,
                 ),

@@ -16,13 +16,17 @@ from crossfade.config import Settings, load_settings
 from crossfade.data import lake
 from crossfade.data.simulator import simulate
 from crossfade.features import catalog
+from crossfade.features.context import request_context
 from crossfade.features.online import OnlineFeatures
 from crossfade.features.policy import load_policy
+from crossfade.ranking import features as RF
+from crossfade.ranking.dataset import REQUEST
 from feature_repo.definitions import CANDIDATE_SERVICE, build_definitions, feature_table_path
 from feature_repo.online_reader import FeastOnlineReader
 from feature_repo.store import open_store
 from feature_repo.training import training_set
 from flows.features import features_flow
+from flows.train_ranker import join_store_features
 from tests.conftest import SMALL_WORLD, require_service
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -172,3 +176,78 @@ def test_redis_online_store_materializes_and_reads_back(redis_settings: Settings
         lake.read_lake_table(redis_settings.lake_dir, "items")[C.ITEM_ID].to_pylist()[:50]
     )
     assert items.missing == 0 and items.stale == 0
+
+
+def _ranker_rows(settings: Settings, at: list[datetime], users: list[str]) -> pd.DataFrame:
+    """Impression-shaped rows (candidate crosses + request inputs) for the ranker's join."""
+    items = lake.read_lake_table(settings.lake_dir, "items")[C.ITEM_ID].to_pylist()[:5]
+    rows = []
+    for request, (when, user) in enumerate(zip(at, users, strict=True)):
+        for item in items:
+            rows.append(
+                {
+                    REQUEST: request,
+                    C.USER_ID: user,
+                    C.ITEM_ID: item,
+                    C.TS: when,
+                    RF.REQUEST_TS: when,
+                    RF.UTC_OFFSET: 60,
+                    RF.REQUEST_DEVICE: "phone",
+                    RF.REQUEST_PLATFORM: "android",
+                    **dict.fromkeys(RF.CANDIDATE_CROSSES, 0.5),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def test_ranker_join_uses_only_values_known_at_request_time(world: Settings) -> None:
+    features_flow()
+    path = feature_table_path(world.features_dir, catalog.ITEM_VIEW)
+    table = pd.read_parquet(path)
+    item = lake.read_lake_table(world.lake_dir, "items")[C.ITEM_ID].to_pylist()[0]
+    request_at = table[catalog.EVENT_TIMESTAMP].max() - timedelta(hours=6)
+    planted = table[table[C.ITEM_ID] == item].sort_values(catalog.EVENT_TIMESTAMP).iloc[[-1]]
+    planted = planted.assign(**{catalog.EVENT_TIMESTAMP: request_at + timedelta(hours=1)})
+    planted["item_plays_28d"] = 999_999
+    pd.concat([table, planted]).to_parquet(path, index=False)
+    user = _active_user(world)
+    rows = _ranker_rows(world, [request_at, request_at + timedelta(hours=2)], [user, user])
+    joined = join_store_features.fn(world, rows)
+    assert list(joined[REQUEST]) == list(rows[REQUEST]) and len(joined) == len(rows)
+    mine = joined[joined[C.ITEM_ID] == item].sort_values(REQUEST)
+    before, after = mine["item_plays_28d"].tolist()
+    assert before != 999_999, "a value written after the request time reached its row"
+    assert after == 999_999  # the planted value is real, and used once its time has come
+    # every row of a request gets its own item's values (no row collapsed into another)
+    assert joined.groupby(REQUEST)[C.ITEM_ID].nunique().tolist() == [5, 5]
+
+
+def test_ranker_trains_on_exactly_the_features_the_online_path_serves(world: Settings) -> None:
+    features_flow()
+    online = _online(world)
+    user = _active_user(world)
+    latest = pd.read_parquet(feature_table_path(world.features_dir, catalog.USER_VIEW))
+    request_at = latest[catalog.EVENT_TIMESTAMP].max().to_pydatetime() + timedelta(hours=3)
+    served_user = online.user(user, now=request_at)
+    assert not served_user.defaulted
+    rows = _ranker_rows(world, [request_at], [user])
+    served_items = online.items(rows[C.ITEM_ID].tolist(), now=request_at)
+    inputs = rows[[*RF.REQUEST_INPUTS]].iloc[[0]].reset_index(drop=True)
+    context = pd.concat([inputs, request_context(inputs)], axis=1)
+
+    # names: every store input of the ranker is what the online path returns under that name
+    assert set(RF.USER_INPUTS) <= set(served_user.values)
+    assert set(RF.ITEM_INPUTS) <= set(served_items.columns)
+    assert set(RF.CONTEXT_INPUTS) <= set(context.columns)
+    assert set(RF.STORE_INPUTS) <= {f.name for f in catalog.FEATURES}
+
+    # meaning: the same request through the training join and through serving gives the
+    # booster the same matrix, column for column
+    trained = join_store_features.fn(world, rows)
+    policy = load_policy(world.config_path / world.features.policy_file)
+    crosses = rows[[C.ITEM_ID, *RF.CANDIDATE_CROSSES]]
+    served = RF.model_inputs(RF.serving_inputs(crosses, served_user, served_items, context, policy))
+    assert list(served.columns) == list(RF.FEATURES)
+    pd.testing.assert_frame_equal(
+        trained[list(RF.FEATURES)].reset_index(drop=True), served, check_dtype=False, rtol=1e-5
+    )

@@ -15,6 +15,7 @@ from crossfade.data import lake
 from crossfade.data.simulator import simulate
 from crossfade.ranking.labels import LABEL
 from flows import train_ranker as flow_module
+from flows.features import features_flow
 from flows.train_ranker import train_ranker_flow
 from model_registry.ranker import MODEL_NAME
 
@@ -26,6 +27,9 @@ def test_champion_then_a_worse_challenger_is_refused_with_its_reason(
 ) -> None:
     batch = simulate(settings.simulator, settings.seed, settings.staging_dir, settings.truth_dir)
     lake.publish_batch(batch, settings.lake_dir)
+    with pytest.raises(ValueError, match="features flow"):
+        flow_module.join_store_features.fn(settings, pd.DataFrame())  # no feature tables yet
+    features_flow()  # the ranker's listener and item features come from the feature store
     first = train_ranker_flow()
     assert first["passed"] and first["alias"] == "champion", first["reasons"]
     assert first["metrics"]["ndcg@10"] > 0

@@ -1,4 +1,5 @@
-"""The ranker on impressions logged from the simulator's response model."""
+"""The ranker on impressions logged from the simulator's response model, with listener and
+item features joined from the feature store as of each request (as the flow does)."""
 
 from __future__ import annotations
 
@@ -10,40 +11,39 @@ import pandas as pd
 
 from crossfade import columns as C
 from crossfade.candidates.model import train_candidates
-from crossfade.config import CandidateSettings, Settings, SimulatorSettings
+from crossfade.config import CandidateSettings, Settings, load_settings
 from crossfade.data import lake
 from crossfade.data.simulator import World, simulate
-from crossfade.ranking.dataset import FEATURES, REQUEST, History, simulated_impressions
+from crossfade.evaluation.metrics import graded_ndcg_by_group
+from crossfade.ranking.dataset import REQUEST, History, simulated_impressions
+from crossfade.ranking.features import FEATURES
 from crossfade.ranking.labels import LABEL, load_label_policy
 from crossfade.ranking.ranker import fit_ranker
+from flows.features import apply_definitions, compute_tables, publish_tables
+from flows.train_ranker import join_store_features
 
-WORLD = SimulatorSettings(users=400, days=14, start_date=date(2026, 1, 5))
+WORLD = {"users": 400, "days": 14, "start_date": date(2026, 1, 5)}
 CUTOFF = pd.Timestamp("2026-01-15", tz="UTC").to_pydatetime()
 
 
 def _ndcg10_by_tier(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for tier, rows in frame.assign(_s=scores).groupby("tier"):
-        values = []
-        for _, g in rows.groupby(REQUEST):
-            gains = 2.0 ** g.sort_values("_s", ascending=False)[LABEL].to_numpy()[:10] - 1
-            ideal = 2.0 ** np.sort(g[LABEL].to_numpy())[::-1][:10] - 1
-            discount = 1 / np.log2(np.arange(2, 2 + len(gains)))
-            if ideal.sum() > 0:
-                values.append(float((gains * discount).sum() / (ideal * discount).sum()))
-        out[str(tier)] = float(np.mean(values))
-    return out
+    per_request = graded_ndcg_by_group(frame, scores, REQUEST, LABEL, k=10)
+    tiers = frame.drop_duplicates(REQUEST).set_index(REQUEST)["tier"].reindex(per_request.index)
+    return {str(t): float(v) for t, v in per_request.groupby(tiers.to_numpy()).mean().items()}
 
 
-def test_ranker_beats_candidate_score_order_in_every_tier(
-    settings: Settings, tmp_path: Path
-) -> None:
-    batch = simulate(WORLD, 3, tmp_path / "staging", tmp_path / "truth")
+def test_ranker_beats_candidate_score_order_in_every_tier(tmp_path: Path) -> None:
+    settings: Settings = load_settings("local", data_root=tmp_path / "data", simulator=WORLD)
+    batch = simulate(settings.simulator, 3, settings.staging_dir, settings.truth_dir)
+    lake.publish_batch(batch, settings.lake_dir)
     frames = {
-        n: lake.read_batch_table(batch, n).to_pandas()
+        n: lake.read_lake_table(settings.lake_dir, n).to_pandas()
         for n in ("events", "items", "users", "onboarding")
     }
-    world = World.load(tmp_path / "truth" / batch.name)
+    world = World.load(settings.truth_dir / batch.name)
+    # the flow's own feature tasks, without Prefect: tables, then `feast apply`
+    publish_tables.fn(settings, compute_tables.fn(settings))
+    apply_definitions.fn(settings)
     past = frames["events"][frames["events"][C.TS] < CUTOFF]
     model = train_candidates(
         past,
@@ -67,6 +67,8 @@ def test_ranker_beats_candidate_score_order_in_every_tier(
         policy,
         seed=3,
     )
+    log = join_store_features.fn(settings, log)
+    assert log[list(FEATURES)].notna().all().all()
     log["tier"] = log[C.USER_ID].map(frames["users"].set_index(C.USER_ID)[C.TIER])
     assert set(log[LABEL].unique()) <= {0, 1, 2, 3, 4}
     train = log[log[C.TS] < CUTOFF + timedelta(days=2)]

@@ -301,3 +301,55 @@ def test_beyond_accuracy_bounds(
     assert math.isnan(nov) or nov >= 0.0
     kl = M.genre_calibration_kl(recs, recs, genre, k)
     assert math.isnan(kl) or kl >= -1e-12
+
+
+# --------------------------------------------------------------------------- graded NDCG
+
+
+def test_graded_ndcg_by_group_known_answer() -> None:
+    frame = pd.DataFrame({"r": [1, 1, 1, 2, 2, 3], "label": [0, 2, 1, 1, 0, 0]})
+    scores = np.array([3.0, 2.0, 1.0, 0.0, 1.0, 5.0])
+    got = M.graded_ndcg_by_group(frame, scores, "r", "label", k=10)
+    # request 1: order labels 0,2,1 -> gains 0,3,1; ideal 3,1,0. request 2: 0,1 vs 1,0.
+    dcg1 = 3 / math.log2(3) + 1 / math.log2(4)
+    idcg1 = 3 + 1 / math.log2(3)
+    assert got[1] == pytest.approx(dcg1 / idcg1)
+    assert got[2] == pytest.approx(1 / math.log2(3))
+    assert 3 not in got.index  # nothing relevant: left out
+    np.testing.assert_allclose(M.exponential_gain([0, 1, 4]), [0, 1, 15])
+
+
+@hsettings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 4), st.integers(0, 4), st.floats(-5, 5, allow_nan=False)),
+        min_size=1,
+        max_size=40,
+    ),
+    st.integers(1, 12),
+)
+def test_graded_ndcg_by_group_matches_list_ndcg(rows: list[tuple[int, int, float]], k: int) -> None:
+    frame = pd.DataFrame(rows, columns=["r", "label", "s"])
+    frame[C.ITEM_ID] = [f"i{j}" for j in range(len(frame))]
+    got = M.graded_ndcg_by_group(frame, frame["s"].to_numpy(), "r", "label", k=k)
+    assert ((got >= 0) & (got <= 1 + 1e-12)).all()
+    ranked = frame.sort_values(["r", "s"], ascending=[True, False], kind="stable")
+    recs = {str(r): list(g[C.ITEM_ID]) for r, g in ranked.groupby("r")}
+    gains = M.graded_gains(frame, "r", "label")
+    for request, value in got.items():
+        one = {str(request): recs[str(request)]}
+        assert value == pytest.approx(
+            M.ndcg_at_k(one, k=k, gains={str(request): gains[str(request)]})
+        )
+        assert value == pytest.approx(ref_ndcg(recs[str(request)], gains[str(request)], k))
+    ideal = M.graded_ndcg_by_group(frame, frame["label"].to_numpy(), "r", "label", k=k)
+    np.testing.assert_allclose(ideal.to_numpy(), 1.0)
+    assert set(got.index) == set(frame.loc[frame["label"] > 0, "r"])
+
+
+def test_play_share_above_defines_the_head() -> None:
+    plays = pd.Series({"a": 50.0, "b": 30.0, "c": 20.0, "d": 0.0})
+    shares = M.play_share_above(plays)
+    assert shares.to_dict() == pytest.approx({"a": 0.0, "b": 0.5, "c": 0.8, "d": 1.0})
+    assert M.head_items(plays, 0.5) == {"a"} and M.head_items(plays, 0.51) == {"a", "b"}
+    assert list(M.in_short_head(np.array([0.0, np.nan, 0.6]), 0.5)) == [True, False, False]

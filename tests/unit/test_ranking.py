@@ -10,6 +10,7 @@ import pytest
 
 from crossfade import columns as C
 from crossfade.config import Settings
+from crossfade.evaluation.metrics import graded_ndcg_by_group
 from crossfade.ranking.labels import LABEL, LabelPolicy, LabelPolicyError, load_label_policy
 from crossfade.ranking.ranker import RankerModel, fit_ranker
 
@@ -62,13 +63,7 @@ def _requests(n_requests: int, seed: int) -> pd.DataFrame:
 
 
 def _ndcg10(frame: pd.DataFrame, scores: np.ndarray) -> float:
-    out = []
-    for _, g in frame.assign(s=scores).groupby("request"):
-        gains = (2.0 ** g.sort_values("s", ascending=False)[LABEL].to_numpy()[:10]) - 1
-        ideal = (2.0 ** np.sort(g[LABEL].to_numpy())[::-1][:10]) - 1
-        discount = 1 / np.log2(np.arange(2, 12))
-        out.append((gains * discount).sum() / max((ideal * discount).sum(), 1e-9))
-    return float(np.mean(out))
+    return float(graded_ndcg_by_group(frame, scores, "request", LABEL, k=10).mean())
 
 
 def test_ranker_learns_the_hidden_order_and_round_trips(

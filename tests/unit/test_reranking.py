@@ -13,7 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from crossfade.config import Settings, load_settings
 from crossfade.data import domains as D
+from crossfade.data import lake
+from crossfade.data.simulator import simulate
+from crossfade.evaluation import metrics as M
 from crossfade.reranking import (
     ExposureTracker,
     RequestContext,
@@ -43,7 +47,7 @@ def frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
         "artist_id": "a",
         "genre": "pop",
         "explicit": False,
-        "popularity": 0.9,
+        "play_share_above": 0.0,  # the most played item: short head
         "release_date": NOW - timedelta(days=365),
         "available_markets": ALL,
     }
@@ -56,6 +60,14 @@ def ids(df: pd.DataFrame) -> list[str]:
 
 def config(**sections: Any) -> RerankingConfig:
     return RerankingConfig.model_validate(sections)
+
+
+@pytest.fixture
+def settings_(tmp_path: Path) -> Settings:
+    """A small simulated world (the suite's `settings` name is taken by hypothesis here)."""
+    from tests.conftest import SMALL_WORLD
+
+    return load_settings("local", data_root=tmp_path / "data", simulator=SMALL_WORLD)
 
 
 ALL_OFF = {
@@ -157,30 +169,29 @@ def test_artist_cap_fills_when_too_few_artists() -> None:
 def test_long_tail_quota_swaps_best_tail_for_lowest_head() -> None:
     df = frame(
         [{"item_id": f"h{i}", "artist_id": f"h{i}"} for i in range(4)]
-        + [{"item_id": f"t{i}", "artist_id": f"t{i}", "popularity": 0.1} for i in range(3)]
+        + [{"item_id": f"t{i}", "artist_id": f"t{i}", "play_share_above": 0.5} for i in range(3)]
     )
-    out = apply_long_tail_quota(df, 4, head_percentile=0.8, min_long_tail_share=0.5)
+    out = apply_long_tail_quota(df, 4, min_long_tail_share=0.5)
     assert ids(out) == ["h0", "h1", "t0", "t1", "h2", "h3", "t2"]
     assert required_long_tail(4, 7, 0.5) == 2 and required_long_tail(10, 3, 0.2) == 1
-    assert list(is_long_tail(frame([{"popularity": None}, {"popularity": 0.1}]), 0.8)) == [
-        False,
-        True,
-    ]
+    # the metric's line: head while the plays above an item are under 20 % of all plays;
+    # an item of unknown popularity is long tail, as in `long_tail_share`
+    shares = [None, 0.0, 0.1999, 0.2, 1.0]
+    tail = is_long_tail(frame([{"play_share_above": v} for v in shares]))
+    assert list(tail) == [True, False, False, True, True]
 
 
 def test_long_tail_quota_respects_artist_cap() -> None:
     df = frame(
         [
             {"item_id": "h0", "artist_id": "X"},
-            {"item_id": "t0", "artist_id": "T", "popularity": 0.1},
+            {"item_id": "t0", "artist_id": "T", "play_share_above": 0.5},
             {"item_id": "h1", "artist_id": "Y"},
-            {"item_id": "t1", "artist_id": "T", "popularity": 0.1},
-            {"item_id": "t2", "artist_id": "U", "popularity": 0.1},
+            {"item_id": "t1", "artist_id": "T", "play_share_above": 0.5},
+            {"item_id": "t2", "artist_id": "U", "play_share_above": 0.5},
         ]
     )
-    out = apply_long_tail_quota(
-        df, 3, head_percentile=0.8, min_long_tail_share=1.0, max_per_artist=1
-    )
+    out = apply_long_tail_quota(df, 3, min_long_tail_share=1.0, max_per_artist=1)
     assert ids(out)[:3] == ["h0", "t0", "t2"]  # t1 would give T two slots
 
 
@@ -278,7 +289,7 @@ def requests(draw: st.DrawFn) -> tuple[pd.DataFrame, RequestContext, int]:
                 "artist_id": f"a{draw(st.integers(0, n_artists - 1))}",
                 "genre": draw(st.sampled_from(["pop", "rock", "jazz"])),
                 "explicit": draw(st.booleans()),
-                "popularity": draw(st.one_of(st.floats(0.8, 1), st.floats(0, 1))),
+                "play_share_above": draw(st.one_of(st.floats(0, 0.2), st.floats(0, 1))),
                 "release_date": NOW - timedelta(days=draw(st.integers(-2, 120))),
                 "available_markets": ALL if draw(st.booleans()) else ",".join(sorted(markets)),
             }
@@ -315,10 +326,10 @@ def test_pipeline_properties(request: tuple[pd.DataFrame, RequestContext, int]) 
     top_n = min(k, len(eligible))
     if capped_count(eligible["artist_id"], cap) >= top_n:
         assert (shown["artist_id"].value_counts() <= cap).all()
-        tail = eligible[is_long_tail(eligible, cfg.long_tail.head_percentile)]
+        tail = eligible[is_long_tail(eligible)]
         needed = required_long_tail(k, len(eligible), cfg.long_tail.min_long_tail_share)
         if capped_count(tail["artist_id"], cap) >= needed:
-            assert int(is_long_tail(shown, cfg.long_tail.head_percentile).sum()) >= needed
+            assert int(is_long_tail(shown).sum()) >= needed
 
 
 @settings(max_examples=20, deadline=None)
@@ -347,7 +358,7 @@ def test_fairness_lowers_exposure_gini_over_repeated_requests() -> None:
                 "artist_id": f"a{i % 10}",
                 "genre": ["pop", "rock", "jazz"][i % 3],
                 "score": float(s),
-                "popularity": float(p),
+                "play_share_above": float(p),
             }
             for i, (s, p) in enumerate(zip(rng.random(40), rng.random(40), strict=True))
         ]
@@ -363,3 +374,65 @@ def test_fairness_lowers_exposure_gini_over_repeated_requests() -> None:
         return gini([exposure.get(f"a{a}", 0.0) for a in range(10)])
 
     assert exposure_gini(True) < exposure_gini(False)
+
+
+# --- one long-tail definition --------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 50), min_size=1, max_size=40), st.floats(0.05, 0.95))
+def test_quota_and_metric_share_one_long_tail(plays: list[int], head_share: float) -> None:
+    popularity = pd.Series({f"i{j:02d}": float(p) for j, p in enumerate(plays)})
+    head = M.head_items(popularity, head_share)
+    shares = M.play_share_above(popularity)
+    df = frame([{"item_id": i, "play_share_above": shares[i]} for i in popularity.index])
+    tail = is_long_tail(df, head_share)
+    assert [str(i) for i in df["item_id"][~tail]] == sorted(head)
+    # the head is the most played items, and it holds at least `head_share` of all plays
+    if popularity.sum() > 0:
+        assert popularity[list(head)].sum() >= head_share * popularity.sum() - 1e-9
+        rest = popularity.drop(list(head))
+        assert popularity[list(head)].min() >= (rest.max() if len(rest) else 0.0)
+
+
+def test_quota_raises_the_metrics_long_tail_share_on_the_simulated_world(
+    settings_: Settings,
+) -> None:
+    """Popularity-ordered shelves on a simulated world: the quota alone lifts the offline
+    metric's long-tail share to at least the quota, and the configured re-ranker
+    (`configs/reranking.yaml`) raises it too."""
+    batch = simulate(
+        settings_.simulator, settings_.seed, settings_.staging_dir, settings_.truth_dir
+    )
+    events = lake.read_batch_table(batch, "events").to_pandas()
+    items = lake.read_batch_table(batch, "items").to_pandas().drop_duplicates("item_id")
+    plays = M.play_counts(events)
+    shares = M.play_share_above(plays)
+    rng = np.random.default_rng(0)
+    users = sorted(set(events["user_id"]))[:40]
+    base = items.assign(
+        play_share_above=shares.reindex(items["item_id"]).to_numpy(),
+        popularity_score=np.log1p(plays.reindex(items["item_id"]).fillna(0.0).to_numpy()),
+        release_date=NOW - timedelta(days=365),
+        available_markets=ALL,
+        explicit=False,
+    )
+    k = 10
+    quota = config(**{**ALL_OFF, "long_tail": {"min_long_tail_share": 0.9}})
+    lists: dict[str, dict[str, list[str]]] = {"off": {}, "quota": {}, "default": {}}
+    default = Reranker(load_reranking(default_reranking_path()))
+    for user in users:
+        noise = rng.normal(0, 0.3, len(base))
+        pool = (
+            base.assign(score=base["popularity_score"] + noise)
+            .sort_values("score", ascending=False)
+            .head(100)
+        )
+        ctx = RequestContext("US", "25-34", NOW)
+        lists["off"][user] = [str(i) for i in pool["item_id"].head(k)]
+        lists["quota"][user] = Reranker(quota).rerank(pool, ctx, k).item_ids
+        lists["default"][user] = default.rerank(pool, ctx, k).item_ids
+    share = {name: M.long_tail_share(recs, plays, k) for name, recs in lists.items()}
+    # popularity order puts the few short-head hits on top of every shelf
+    assert share["quota"] >= 0.9 > share["off"], share
+    assert share["default"] > share["off"], share
