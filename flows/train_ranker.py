@@ -34,7 +34,7 @@ from crossfade.candidates.model import train_candidates
 from crossfade.config import Settings, load_settings
 from crossfade.data import lake
 from crossfade.data.simulator import World
-from crossfade.evaluation.gate import decide
+from crossfade.evaluation.gate import GateDecision, decide, with_audit
 from crossfade.evaluation.metric_tree import default_metric_tree_path, load_metric_tree
 from crossfade.evaluation.metrics import (
     evaluate_all,
@@ -55,11 +55,15 @@ from crossfade.ranking.features import FEATURES, REQUEST_INPUTS, STORE_INPUTS, m
 from crossfade.ranking.labels import LABEL, load_label_policy
 from crossfade.ranking.ranker import RankerModel, fit_ranker
 from crossfade.reranking import RequestContext, Reranker, default_reranking_path, load_reranking
+from crossfade.safety.audits import SECTION_TITLE as AUDIT_SECTION
+from crossfade.safety.audits import AuditResult, audit_recommendations, audit_section_html
+from crossfade.safety.bots import human_events
+from crossfade.safety.paths import bot_flags_dir, safety_policy
 from feature_repo.definitions import RANKER_SERVICE, feature_table_path
 from feature_repo.store import open_store
 from feature_repo.training import training_set
 from model_registry.lineage import lineage_tags
-from model_registry.ranker import MODEL_NAME, TIER, register_ranker
+from model_registry.ranker import MODEL_NAME, TIER, load_ranker, register_ranker
 from model_registry.registry import CHAMPION, client, promote, run_metrics, version_by_alias
 
 log = get_logger("flows.train_ranker")
@@ -95,9 +99,39 @@ def _simulated_world(settings: Settings) -> tuple[World, dict[str, pd.DataFrame]
     truth = settings.truth_dir / published[-1]["batch_id"]
     frames = {
         n: lake.read_lake_table(settings.lake_dir, n).to_pandas()
-        for n in ("events", "items", "users", "onboarding")
+        for n in ("events", "items", "users", "onboarding", "artists")
     }
+    # Flagged stream-farm accounts teach the ranker nothing (latest bot-detection run).
+    frames["events"], _ = human_events(frames["events"], bot_flags_dir(settings))
     return World.load(truth), frames
+
+
+def champion_on_holdout(
+    settings: Settings, test: pd.DataFrame, frames: dict[str, pd.DataFrame]
+) -> dict[str, float] | None:
+    """The current champion scored on THIS run's holdout, so the gate compares like with like;
+    None when there is no champion or it cannot score these rows (then the gate falls back to
+    the champion's own logged metrics and says so)."""
+    try:
+        champion = load_ranker(settings, CHAMPION)
+        scores = champion.predict(test, TIER)
+    except Exception as exc:  # no champion, or a feature set this holdout does not carry
+        log.warning("champion not re-scored on this holdout", extra={"reason": str(exc)[:200]})
+        return None
+    return _offline_metrics(test, scores, frames)
+
+
+def audit_top_lists(
+    settings: Settings, test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
+) -> AuditResult:
+    """Bias audit of the version's top 10 per holdout request (what listeners would be shown)
+    against what was listened to in training."""
+    ranked = test.assign(_score=scores).sort_values([REQUEST, "_score"], ascending=[True, False])
+    top = ranked.groupby(REQUEST, sort=False).head(10)[[C.USER_ID, C.ITEM_ID]]
+    return audit_recommendations(
+        top, frames["events"], frames["items"], frames["artists"], frames["users"],
+        safety_policy(settings).audits,
+    )  # fmt: skip
 
 
 def ndcg10_by_tier(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
@@ -329,7 +363,18 @@ def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
     tree = load_metric_tree(default_metric_tree_path())
     c = client(settings.tracking_uri)
     champion = version_by_alias(c, MODEL_NAME, CHAMPION)
-    decision = decide(metrics, run_metrics(c, champion) if champion is not None else None, tree)
+    champion_metrics, compared = None, []
+    if champion is not None:
+        champion_metrics = champion_on_holdout(settings, test, frames)
+        source = "re-scored on this run's holdout"
+        if champion_metrics is None:
+            champion_metrics, source = run_metrics(c, champion), "its own logged holdout metrics"
+        compared = [f"champion v{champion.version}: {source}"]
+    decision = decide(metrics, champion_metrics, tree)
+    decision = GateDecision(decision.passed, decision.promote_to, [*compared, *decision.reasons])
+    audit = audit_top_lists(settings, test, scores, frames)
+    decision = with_audit(decision, audit.passed, audit.reasons)
+    metrics.update({f"audit_{k}": float(v) for k, v in audit.metrics.items()})
     tags = lineage_tags(settings, RANKER_SERVICE)
     candidates_version = version_by_alias(c, settings.candidates.model_name, "challenger")
     tags["crossfade.candidate_model_version"] = (
@@ -347,13 +392,14 @@ def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
         f"crossfade-ranker v{version}",
         {k: v for k, v in metrics.items() if v == v},
         baseline,
-        run_metrics(c, champion) if champion is not None else None,
+        champion_metrics,
         slice_table(test, scores, frames, settings.seed),
         tradeoff,
         popularity_curve(test, scores, frames),
         decision.reasons,
         {"impressions": f"{len(log_frame):,} rows, {log_frame[REQUEST].nunique():,} requests"},
         passed=decision.passed,
+        extra_sections={AUDIT_SECTION: audit_section_html(audit)},
     )
     c.log_artifact(run_id, str(report), artifact_path="evaluation_report")
     c.set_model_version_tag(MODEL_NAME, version, "crossfade.report", str(report))
