@@ -330,22 +330,6 @@ def register(groups: dict[str, typer.Typer]) -> None:
             profile=profile,
         )
 
-    @root.command("run")
-    def run(profile: ProfileOption = None) -> None:
-        """The main job on the embedded default: ingest, features, candidates, ranker."""
-        settings = settings_or_exit(profile)
-        console.rule("crossfade main job")
-        console.print(f"profile {settings.profile}, data root {settings.data_root}")
-        console.rule("1. ingest")
-        run_ingest(profile=profile)
-        console.rule("2. features")
-        run_features(profile)
-        console.rule("3. candidates")
-        run_train_candidates(profile)
-        console.rule("4. ranker")
-        run_train_ranker(profile)
-        console.print(f"features    {settings.features_dir}")
-        console.print(f"mlflow      {settings.tracking_uri} (`make ui` to browse)")
-        console.print(f"lake        {settings.lake_dir}")
-        console.print(f"reports     {settings.reports_dir}")
-        console.print(f"quarantine  {settings.quarantine_dir}")
+    from flows.lifecycle_cli import register_lifecycle
+
+    register_lifecycle(root)
