@@ -1,15 +1,17 @@
 """The "full stack" for offline quality on interactions data: multi-source retrieval plus a
-LightGBM LambdaRank ranker, scored with the same full-ranking protocol as the baselines.
+LightGBM ranker, scored with the same full-ranking protocol as the baselines.
 
 Retrieval takes, per user, the union of the top-N of EASE, ALS, item kNN and most popular
-(training items excluded). The ranker sees, for each (user, candidate), every model's score
-and rank, the item's popularity and the user's activity. It is trained WITHOUT the test set:
-the training interactions are split again per user (80/20); the base models are fitted on the
-inner 80% and ranker rows are built over the inner candidates, labelled 1 when the item is in
-the inner 20%. Ranker settings (leaves, learning rate, candidate N) are chosen on a held-out
-set of those inner users. Then the base models are refitted on all training data and the
-ranker orders the candidates of the users being evaluated. Items outside the union are never
-recommended (they rank below every union item), which is why the union's recall is reported.
+(training items excluded). The ranker sees, for each (user, candidate), every model's score,
+rank and per-user z-score, the item's popularity and the user's activity. It is trained
+WITHOUT the test set: the training interactions are split again per user (80/20), once per
+inner fold with seeds seed, seed+1, ...; in each fold the base models are fitted on the inner
+80% and ranker rows are built over the inner candidates, labelled 1 when the item is in the
+inner 20%. Ranker settings (objective, leaves, learning rate, candidate N) and the number of
+trees are chosen on a held-out fifth of the inner users, whose rows never train the ranker.
+Then the base models are refitted on all training data and the ranker orders the candidates
+of the users being evaluated. Items outside the union are never recommended (they rank below
+every union item), which is why the union's recall is reported.
 """
 
 from __future__ import annotations
@@ -42,9 +44,14 @@ FEATURES: list[str] = [
     "user_activity",
 ]
 GROUP = "_group"
+FOLD = "_fold"
 TIER = "_tier"
 TIER_VALUE = "premium"
 BLOCK_USERS = 256
+# LambdaRank (listwise) and a pointwise log-loss on the same grouped rows: with one to a few
+# dozen positives per user among hundreds of candidates the pointwise loss is often the more
+# stable learner, so the objective is tuned like any other setting (on inner validation).
+OBJECTIVES: tuple[str, ...] = ("lambdarank", "binary")
 
 
 @dataclass(frozen=True)
@@ -54,12 +61,22 @@ class RankerSetting:
     num_leaves: int = 31
     learning_rate: float = 0.05
     candidates_per_model: int = 200
+    objective: str = "lambdarank"
+    min_data_in_leaf: int = 100
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"ranker objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}"
+            )
 
     def params(self, seed: int) -> dict[str, Any]:
         """LightGBM parameters (on top of the ranker defaults) for this setting."""
         return {
+            "objective": self.objective,
             "num_leaves": self.num_leaves,
             "learning_rate": self.learning_rate,
+            "min_data_in_leaf": self.min_data_in_leaf,
             "seed": seed,
             "deterministic": True,
             "force_row_wise": True,
@@ -67,8 +84,8 @@ class RankerSetting:
 
 
 DEFAULT_GRID: tuple[RankerSetting, ...] = tuple(
-    RankerSetting(leaves, rate, n)
-    for n, leaves, rate in itertools.product((100, 200), (15, 63), (0.05,))
+    RankerSetting(15, 0.05, n, objective)
+    for n, objective in itertools.product((100, 200), OBJECTIVES)
 )
 
 
@@ -200,45 +217,63 @@ def _policy() -> LabelPolicy:
 
 @dataclass
 class FullStack:
-    """Retrieval union + LambdaRank ranker, fitted on training interactions only.
+    """Retrieval union + LightGBM ranker, fitted on training interactions only.
 
-    `fit` leaves `training_frame` (the labelled ranker rows, all from the inner split of the
-    training data), `tuning` (inner-validation NDCG per setting), `setting` (the winner) and
-    `inner_baselines` (each base model's own NDCG on the same validation users).
+    `fit` leaves `training_frame` (the labelled ranker rows of every inner fold, all from
+    inner splits of the training data; column `_fold` says which), `tuning` (inner-validation
+    NDCG per setting), `setting` (the winner) and `inner_baselines` (each base model's own
+    NDCG on the same validation users).
     """
 
     k: int = 10
     seed: int = 42
     grid: Sequence[RankerSetting] = DEFAULT_GRID
     inner_share: float = 0.2
+    inner_folds: int = 2
     num_boost_round: int = 300
     models: dict[str, MatrixRecommender] = field(default_factory=dict)
     ranker: RankerModel | None = None
     setting: RankerSetting = field(default_factory=RankerSetting)
     training_frame: pd.DataFrame = field(default_factory=pd.DataFrame)
-    tuning: list[dict[str, float]] = field(default_factory=list)
+    tuning: list[dict[str, float | str]] = field(default_factory=list)
     inner_baselines: dict[str, float] = field(default_factory=dict)
 
     def fit(self, interactions: pd.DataFrame) -> Self:
-        """Tune and train the ranker on an inner split of `interactions`, then refit the
+        """Tune and train the ranker on inner splits of `interactions`, then refit the
         base models on all of `interactions` for serving."""
-        inner = ratio_split(interactions, self.inner_share, self.seed)
-        inner_models = {name: m.fit(inner.train) for name, m in base_models(self.seed).items()}
-        seen = items_by_user(inner.train)
-        held = {u: s - seen.get(u, set()) for u, s in items_by_user(inner.test).items()}
-        held = {u: s for u, s in held.items() if s}
-        users = sorted(held)
+        if self.inner_folds < 1:
+            raise ValueError(f"inner_folds must be at least 1, got {self.inner_folds}")
         n_max = max(s.candidates_per_model for s in self.grid)
-        frame = _label(build_candidates(inner_models, users, seen, n_max), held)
-        self.training_frame = frame.reset_index(drop=True)
-        # tuning users: a seeded fifth of the inner users, never part of ranker training
-        rng = np.random.default_rng(self.seed)
-        valid_users = set(rng.choice(users, size=max(1, len(users) // 5), replace=False))
+        folds: list[pd.DataFrame] = []
+        valid_held: dict[str, set[str]] = {}
+        valid_users: set[str] = set()
+        for fold in range(self.inner_folds):
+            # each fold is another seeded per-user split of the training data: more labelled
+            # requests for the ranker, all from training interactions
+            inner = ratio_split(interactions, self.inner_share, self.seed + fold)
+            inner_models = {name: m.fit(inner.train) for name, m in base_models(self.seed).items()}
+            seen = items_by_user(inner.train)
+            held = {u: s - seen.get(u, set()) for u, s in items_by_user(inner.test).items()}
+            held = {u: s for u, s in held.items() if s}
+            users = sorted(held)
+            part = _label(build_candidates(inner_models, users, seen, n_max), held)
+            part[FOLD] = fold
+            part[GROUP] = part[FOLD].astype(str) + ":" + part[C.USER_ID].astype(str)
+            if fold == 0:
+                # tuning users: a seeded fifth of the users, never part of ranker training
+                # (in any fold); they are scored on the first fold's candidates
+                rng = np.random.default_rng(self.seed)
+                size = max(1, len(users) // 5)
+                valid_users = {str(u) for u in rng.choice(users, size=size, replace=False)}
+                valid_held = {u: held[u] for u in valid_users}
+            folds.append(part)
+        frame = pd.concat(folds, ignore_index=True)
+        self.training_frame = frame
         in_valid = frame[C.USER_ID].isin(valid_users)
+        is_scored = in_valid & (frame[FOLD] == 0)
         policy = _policy()
         # reference: each base model's own order on the same validation users and candidates
-        valid_all = frame[in_valid]
-        valid_held = {u: held[u] for u in valid_users}
+        valid_all = frame[is_scored]
         self.inner_baselines = {
             m: _mean_metrics(
                 _top_lists(valid_all, -valid_all[f"{m}_rank"].to_numpy(), self.k),
@@ -254,7 +289,7 @@ class FullStack:
             train_rows = part[~in_valid.loc[part.index]]
             # requests with no positive teach LambdaRank nothing
             has_pos = train_rows.groupby(GROUP)[LABEL].transform("max") > 0
-            valid_rows = part[in_valid.loc[part.index]]
+            valid_rows = part[is_scored.loc[part.index]]
             ranker = fit_ranker(
                 train_rows[has_pos],
                 valid_rows,
@@ -273,6 +308,7 @@ class FullStack:
                     "num_leaves": float(setting.num_leaves),
                     "learning_rate": setting.learning_rate,
                     "candidates_per_model": float(setting.candidates_per_model),
+                    "objective": setting.objective,
                     "trees": float(ranker.best_iterations.get(TIER_VALUE, 0)),
                     f"inner_ndcg@{self.k}": ndcg,
                 }

@@ -3,9 +3,14 @@ matrix, exclusions, EASE against a direct numpy computation, determinism, ML-100
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crossfade import columns as C
 from crossfade.candidates.weights import WEIGHT
@@ -17,6 +22,7 @@ from crossfade.evaluation.baselines import (
     MostPopular,
 )
 from crossfade.evaluation.protocol import _mean_metrics, full_ranking_eval, ml100k_split
+from crossfade.evaluation.splits import ratio_split
 
 BLOCKS = 2
 USERS_PER_BLOCK = 8
@@ -148,6 +154,29 @@ def test_full_ranking_eval_scores_only_new_test_items() -> None:
     assert result["users"] == 1.0
     assert result["recall@2"] == 1.0
     assert result["precision@2"] == 0.5
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    counts=st.lists(st.integers(1, 60), min_size=1, max_size=12),
+    share=st.sampled_from(["0.1", "0.2", "0.25", "0.5"]),
+    seed=st.integers(0, 2**16),
+)
+def test_ratio_split_holds_out_floor_share_of_each_users_items(
+    counts: list[int], share: str, seed: int
+) -> None:
+    rows = [(f"u{u}", f"i{n}") for u, count in enumerate(counts) for n in range(count)]
+    events = pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID]).assign(**{WEIGHT: 1.0})
+    split = ratio_split(events, float(share), seed)
+    # a partition of the events, deterministic in the seed
+    assert len(split.train) + len(split.test) == len(events)
+    assert not set(split.train.index) & set(split.test.index)
+    again = ratio_split(events, float(share), seed)
+    assert list(again.test.index) == list(split.test.index)
+    held = split.test.groupby(C.USER_ID).size()
+    for u, count in enumerate(counts):
+        # the 80/20 rounding: floor(share * n) held out, computed exactly (no float error)
+        assert held.get(f"u{u}", 0) == math.floor(Fraction(share) * count)
 
 
 @pytest.fixture(scope="module")

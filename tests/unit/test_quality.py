@@ -12,8 +12,12 @@ from crossfade import columns as C
 from crossfade.candidates.weights import WEIGHT
 from crossfade.evaluation.protocol import items_by_user
 from crossfade.evaluation.quality import (
+    DEFAULT_GRID,
     FEATURES,
+    FOLD,
+    GROUP,
     MODELS,
+    OBJECTIVES,
     FullStack,
     QualityResult,
     RankerSetting,
@@ -24,7 +28,9 @@ from crossfade.evaluation.quality import (
 from crossfade.evaluation.splits import ratio_split
 from crossfade.ranking.labels import LABEL
 
-GRID = (RankerSetting(num_leaves=7, learning_rate=0.1, candidates_per_model=12),)
+GRID = (
+    RankerSetting(num_leaves=7, learning_rate=0.1, candidates_per_model=12, min_data_in_leaf=5),
+)
 K = 5
 
 
@@ -130,3 +136,39 @@ def test_candidates_are_the_union_of_each_models_top_n_minus_exclusions(
         assert not items & seen[str(user)]
         assert 5 <= len(items) <= 5 * len(MODELS)
     assert set(frame[C.USER_ID]) == set(users)
+
+
+def test_ranker_rows_come_from_every_inner_fold_and_tuning_users_never_train(
+    result: QualityResult,
+) -> None:
+    frame = result.stack.training_frame
+    assert set(frame[FOLD]) == set(range(result.stack.inner_folds)) == {0, 1}
+    # one request per (fold, user): the same user in two folds is two LambdaRank groups
+    per_group = frame.groupby(GROUP)[[FOLD, C.USER_ID]].nunique()
+    assert (per_group == 1).all().all()
+    assert frame[GROUP].nunique() == frame.groupby([FOLD, C.USER_ID]).ngroups
+    # the folds are different inner splits, so their labelled positives differ
+    pos = frame[frame[LABEL] == 1]
+    by_fold = [set(zip(g[C.USER_ID], g[C.ITEM_ID], strict=True)) for _, g in pos.groupby(FOLD)]
+    assert by_fold[0] != by_fold[1]
+    tuned = result.stack.tuning[0]
+    assert tuned["objective"] == GRID[0].objective
+    assert 0.0 < float(tuned[f"inner_ndcg@{K}"]) <= 1.0
+
+
+def test_the_objective_is_a_tuned_setting_and_a_bad_one_is_named() -> None:
+    assert {s.objective for s in DEFAULT_GRID} == set(OBJECTIVES) == {"lambdarank", "binary"}
+    assert RankerSetting(objective="binary").params(3)["objective"] == "binary"
+    with pytest.raises(ValueError, match="'pointwise'"):
+        RankerSetting(objective="pointwise")
+    with pytest.raises(ValueError, match="inner_folds"):
+        FullStack(inner_folds=0).fit(block_world())
+
+
+def test_a_pointwise_stack_learns_the_blocks_too(split: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    train, test = split
+    grid = (RankerSetting(7, 0.1, 12, "binary", min_data_in_leaf=5),)
+    got = run_quality_details(train, test, k=K, seed=7, grid=grid)
+    assert got.stack.setting.objective == "binary"
+    ndcg = {name: m[f"ndcg@{K}"] for name, m in got.metrics.items()}
+    assert ndcg["full_stack"] > ndcg["most_popular"]
