@@ -14,6 +14,7 @@ BENCHMARKS = (
     "benchmarks.quality",
     "benchmarks.ranker",
     "benchmarks.bots",
+    "benchmarks.serving_pipeline",
 )
 
 

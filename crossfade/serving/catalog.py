@@ -19,6 +19,7 @@ from crossfade.candidates.model import CandidateModel
 from crossfade.candidates.popularity import country_code
 from crossfade.data import domains as D
 from crossfade.evaluation.metrics import play_share_above
+from crossfade.reranking.safety import available_in
 
 _EPOCH = date(1970, 1, 1)
 
@@ -38,6 +39,8 @@ class ServingCatalog:
     available: np.ndarray  # bool (items, len(COUNTRIES))
     popularity_share: np.ndarray  # float64 share of decayed streams
     play_share_above: np.ndarray  # share of plays taken by items played more (long tail)
+    shown_in: np.ndarray  # bool (items, len(COUNTRIES)): the safety rule's market check
+    artist_codes: np.ndarray  # int64: one code per distinct artist id (MMR's "same artist")
 
     @classmethod
     def from_model(
@@ -49,18 +52,28 @@ class ServingCatalog:
         ids = cat[C.ITEM_ID].astype(str).to_numpy(dtype=object)
         share = np.asarray(tables.global_share(), dtype=np.float64)
         above = play_share_above(pd.Series(np.asarray(tables.global_counts), index=ids))
+        markets = cat[C.AVAILABLE_MARKETS].fillna("").astype(str).to_numpy(dtype=object)
+        artists = cat[C.ARTIST_ID].astype(str).to_numpy(dtype=object)
+        # The re-ranker's and the response's safety check read the markets string through
+        # `available_in`; evaluating it once per item and country keeps the answer identical.
+        shown = np.array(
+            [[available_in(m, country) for country in D.COUNTRIES] for m in markets], dtype=bool
+        ).reshape(len(markets), len(D.COUNTRIES))
+        codes, _ = pd.factorize(artists)
         return cls(
             item_ids=ids,
             index={str(i): n for n, i in enumerate(ids)},
-            artist_ids=cat[C.ARTIST_ID].astype(str).to_numpy(dtype=object),
+            artist_ids=artists,
             artist_names=dict(artist_names or {}),
             release_day=np.asarray(tables.release_day, dtype=np.int64),
             is_episode=np.asarray(tables.is_episode, dtype=bool),
             explicit=np.asarray(tables.explicit_flags, dtype=bool),
-            markets=cat[C.AVAILABLE_MARKETS].fillna("").astype(str).to_numpy(dtype=object),
+            markets=markets,
             available=np.asarray(tables.available, dtype=bool),
             popularity_share=share,
             play_share_above=above.to_numpy(dtype=np.float64),
+            shown_in=shown,
+            artist_codes=np.asarray(codes, dtype=np.int64),
         )
 
     def rows(self, item_ids: Sequence[str]) -> np.ndarray:
@@ -73,6 +86,16 @@ class ServingCatalog:
         known = rows >= 0
         safe = np.where(known, rows, 0)
         ok = known & self.available[safe, country_code(country)]
+        if minor:
+            ok &= ~self.explicit[safe]
+        return ok
+
+    def shown_mask(self, rows: np.ndarray, country: str, minor: bool) -> np.ndarray:
+        """What `reranking.safety.safety_filter` keeps (default switches), as a mask: known,
+        available in `country` by its markets string, and not explicit for a minor."""
+        known = rows >= 0
+        safe = np.where(known, rows, 0)
+        ok = known & self.shown_in[safe, country_column(country)]
         if minor:
             ok &= ~self.explicit[safe]
         return ok
@@ -92,6 +115,14 @@ class ServingCatalog:
 def epoch_day(moment: datetime) -> int:
     """UTC calendar day of an aware datetime as days since the epoch."""
     return (moment.astimezone(UTC).date() - _EPOCH).days
+
+
+_COUNTRY_COLUMN = {c: i for i, c in enumerate(D.COUNTRIES)}
+
+
+def country_column(country: str) -> int:
+    """Column of `shown_in` for a country; an unknown one counts as "ZZ" (as `available_in`)."""
+    return _COUNTRY_COLUMN.get(country, _COUNTRY_COLUMN[D.UNKNOWN_COUNTRY])
 
 
 def market_of(country: str) -> str:

@@ -11,6 +11,11 @@ Stages, each timed against its budget (`serving.budgets_ms`):
    (`crossfade.ranking.features`: the same assembly as in training).
 5. `rerank`: diversity, artist cap, freshness, long tail, fairness, safety.
 
+The request path holds no pandas: the ranker inputs come from `serving.fast_inputs` and the
+rules from `serving.fast_rerank`, array twins of the training-time definitions that give the
+same answers (`tests/unit/test_serving_fast_path.py`). `fast=False` answers through the
+pandas definitions themselves (`serving.reference`), for those tests and the benchmark.
+
 Fallbacks (named in `crossfade.serving.fallbacks`, reported in every response): a failed or
 missing model answers with what is popular in the listener's market for their cohort; a
 stage that ends past its budget stops the pipeline there and the best answer so far is
@@ -30,29 +35,28 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
-import pandas as pd
 
 from crossfade import columns as C
 from crossfade.candidates.generator import Candidate, Listener
 from crossfade.candidates.model import CandidateModel
 from crossfade.data import domains as D
 from crossfade.features import catalog
-from crossfade.features.context import request_context
 from crossfade.features.online import FeatureVector, ItemFeatures, OnlineFeatures
 from crossfade.features.policy import FeaturePolicy
 from crossfade.ranking import features as RF
-from crossfade.ranking.dataset import History, candidate_features
+from crossfade.ranking.dataset import History
 from crossfade.ranking.ranker import RankerModel
 from crossfade.reranking import RequestContext as RerankContext
-from crossfade.reranking import Reranker
-from crossfade.reranking.frame import PLAY_SHARE_ABOVE, SCORE
-from crossfade.reranking.safety import is_minor, safety_filter
+from crossfade.reranking import Reranker, RerankResult
+from crossfade.reranking.safety import is_minor
 from crossfade.serving import fallbacks as F
+from crossfade.serving import reference
 from crossfade.serving.api import RecommendRequest
-from crossfade.serving.catalog import ServingCatalog, epoch_day, market_of
+from crossfade.serving.catalog import ServingCatalog, country_column, epoch_day, market_of
+from crossfade.serving.fast_inputs import RankerInputs
+from crossfade.serving.fast_rerank import FastReranker, RerankInput, label_codes
 from crossfade.serving.reasons import reasons_for
 
 DISCOVERY_SOURCES = frozenset({"collaborative", "content", "cold_start", "fresh_releases"})
@@ -141,12 +145,6 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def utc_offset_minutes(timezone: str, at: datetime) -> int:
-    """The listener's UTC offset at the request time, in minutes (0 if unknown)."""
-    offset = at.astimezone(ZoneInfo(timezone)).utcoffset()
-    return int(offset.total_seconds() // 60) if offset is not None else 0
-
-
 class RecommendationPipeline:
     """Built once per model load from loaded objects; `recommend` is thread-safe."""
 
@@ -163,6 +161,7 @@ class RecommendationPipeline:
         artist_names: Mapping[str, str] | None = None,
         clock: Callable[[], float] = time.perf_counter,
         now: Callable[[], datetime] = _utcnow,
+        fast: bool = True,
     ) -> None:
         unknown = sorted(set(budgets_ms) - set(F.STAGES))
         absent = sorted(set(F.STAGES) - set(budgets_ms))
@@ -191,9 +190,9 @@ class RecommendationPipeline:
         self.now = now
         model = models.candidates
         self.catalog = ServingCatalog.from_model(model, artist_names)
-        self._item_artists = pd.DataFrame(
-            {C.ITEM_ID: self.catalog.item_ids, C.ARTIST_ID: self.catalog.artist_ids}
-        )
+        self.fast = fast
+        self.inputs = RankerInputs(self.catalog, model, self.history, policy)
+        self.fast_reranker = FastReranker(reranker)
         self._known: dict[str, tuple[str, str]] = {
             str(u): (str(a), str(t))
             for u, a, t in zip(
@@ -277,49 +276,56 @@ class RecommendationPipeline:
     ) -> np.ndarray:
         ranker = self.models.ranker
         assert ranker is not None
-        crosses = candidate_features(
-            self.models.candidates, listener.user_id, found, self._item_artists, self.history
-        )
-        ctx = request.context
-        inputs = pd.DataFrame(
-            {
-                RF.REQUEST_TS: [pd.Timestamp(ctx.timestamp).tz_convert("UTC")],
-                RF.UTC_OFFSET: [utc_offset_minutes(ctx.timezone, ctx.timestamp)],
-                RF.REQUEST_DEVICE: [ctx.device],
-                RF.REQUEST_PLATFORM: [ctx.platform],
-            }
-        )
-        context = pd.concat([inputs, request_context(inputs)], axis=1)
-        raw = RF.serving_inputs(crosses, vector, batch, context, self.policy)
-        matrix = RF.model_inputs(raw).to_numpy(dtype=np.float32)
+        if self.fast:
+            matrix = self.inputs.matrix(listener.user_id, found, vector, batch, request.context)
+        else:
+            matrix = reference.ranker_matrix(
+                self.models.candidates, self.catalog, self.history, self.policy,
+                listener.user_id, found, vector, batch, request.context,
+            )  # fmt: skip
         tier = listener.tier if listener.tier in ranker.boosters else next(iter(ranker.boosters))
         booster = ranker.boosters[tier]
         best = ranker.best_iterations.get(tier) or None
         return np.asarray(booster.predict(matrix, num_iteration=best, num_threads=1))
 
-    def _rerank_frame(
-        self, ranked: _Ranked, batch: ItemFeatures | None, order: np.ndarray
-    ) -> pd.DataFrame:
-        ids = [ranked.ids[i] for i in order]
-        rows = self.catalog.rows(ids)
-        safe = np.maximum(rows, 0)
-        genre = (
-            np.asarray(batch.columns["item_genre"], dtype=object)[order]
+    def _rerank(
+        self,
+        ranked: _Ranked,
+        batch: ItemFeatures | None,
+        top: np.ndarray,
+        listener: Listener,
+        now: datetime,
+        k: int,
+    ) -> RerankResult:
+        """The configured re-ranking rules over the top ranked candidates."""
+        ids = [ranked.ids[i] for i in top]
+        genres = (
+            np.asarray(batch.columns["item_genre"], dtype=object)[top]
             if batch is not None
-            else np.full(len(ids), D.UNKNOWN, dtype=object)
+            else None
         )
-        return pd.DataFrame(
-            {
-                C.ITEM_ID: ids,
-                SCORE: ranked.scores[order],
-                C.ARTIST_ID: self.catalog.artist_ids[safe],
-                C.GENRE: genre,
-                C.EXPLICIT: np.where(rows >= 0, self.catalog.explicit[safe], True),
-                PLAY_SHARE_ABOVE: np.where(rows >= 0, self.catalog.play_share_above[safe], 1.0),
-                C.RELEASE_DATE: self.catalog.release_day[safe].astype("datetime64[D]"),
-                C.AVAILABLE_MARKETS: np.where(rows >= 0, self.catalog.markets[safe], ""),
-            }
+        context = RerankContext(listener.country, listener.age_bucket, now)
+        if not self.fast:
+            frame = reference.rerank_frame(self.catalog, ids, ranked.scores[top], genres)
+            with self._rerank_lock:
+                return self.reranker.rerank(frame, context, k)
+        cat = self.catalog
+        rows = cat.rows(ids)
+        known = rows >= 0
+        safe = np.maximum(rows, 0)
+        data = RerankInput(
+            item_ids=ids,
+            scores=np.asarray(ranked.scores[top], dtype=np.float64),
+            artist_keys=[str(a) for a in cat.artist_ids[safe]],
+            artist_codes=cat.artist_codes[safe],
+            genre_codes=label_codes(genres if genres is not None else [D.UNKNOWN] * len(ids)),
+            explicit=np.where(known, cat.explicit[safe], True),
+            play_share_above=np.where(known, cat.play_share_above[safe], 1.0),
+            release_day=cat.release_day[safe].astype(np.float64),
+            available=known & cat.shown_in[safe, country_column(listener.country)],
         )
+        with self._rerank_lock:
+            return self.fast_reranker.rerank(data, context, k)
 
     # --- answers -----------------------------------------------------------------------
     def _popular(self, listener: Listener, k: int, shelf: str, run: _Run) -> _Ranked:
@@ -357,18 +363,15 @@ class RecommendationPipeline:
         rows = self.catalog.rows(ids)
         ok = self.catalog.safe_mask(rows, listener.country, minor)
         picked = [int(order[j]) for j in np.flatnonzero(ok)[: k * 2]]
-        frame = pd.DataFrame(
-            {
-                C.ITEM_ID: [ranked.ids[i] for i in picked],
-                C.EXPLICIT: [bool(self.catalog.explicit[self.catalog.index[ranked.ids[i]]])
-                             for i in picked],
-                C.AVAILABLE_MARKETS: [self.catalog.markets[self.catalog.index[ranked.ids[i]]]
-                                      for i in picked],
-            }
-        )  # fmt: skip
-        kept, _ = safety_filter(frame, listener.country, listener.age_bucket)
-        allowed = set(kept[C.ITEM_ID])
-        final = [i for i in picked if ranked.ids[i] in allowed][:k]
+        # and what the re-ranker's safety filter keeps (it reads the markets string)
+        picked_ids = [ranked.ids[i] for i in picked]
+        if self.fast:
+            shown = self.catalog.shown_mask(self.catalog.rows(picked_ids), listener.country, minor)
+        else:
+            shown = reference.shown_mask(
+                self.catalog, picked_ids, listener.country, listener.age_bucket
+            )
+        final = [i for i, keep in zip(picked, shown, strict=True) if keep][:k]
         played = self.history.artist_share.get(listener.user_id, {})
         items = []
         for i in final:
@@ -452,10 +455,7 @@ class RecommendationPipeline:
         try:
             with run.stage("rerank"):
                 top = order[: max(self.rerank_depth, request.k)]
-                frame = self._rerank_frame(ranked, batch, top)
-                context = RerankContext(listener.country, listener.age_bucket, now)
-                with self._rerank_lock:
-                    result = self.reranker.rerank(frame, context, request.k)
+                result = self._rerank(ranked, batch, top, listener, now, request.k)
         except Exception:
             run.fallback(F.RERANK_FAILED)
             return self._finish(request, listener, ranked, order, run, today)

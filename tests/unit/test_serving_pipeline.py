@@ -144,20 +144,23 @@ def ranker_rows(log: pd.DataFrame, online: OnlineFeatures, tiers: pd.Series) -> 
     return pd.concat(frames, ignore_index=True)
 
 
-def build_world(root: Path) -> Served:
-    """Simulate, train candidates and a small ranker; shared by the serving tests."""
-    batch = simulate(WORLD, SEED, root / "staging", root / "truth")
+def build_world(
+    root: Path, world: SimulatorSettings = WORLD, seed: int = SEED, rounds: int = 40
+) -> Served:
+    """Simulate, train candidates and a small ranker; shared by the serving tests (and, on
+    the default world, by `benchmarks/serving_pipeline.py`)."""
+    batch = simulate(world, seed, root / "staging", root / "truth")
     frames = {
         n: lake.read_batch_table(batch, n).to_pandas()
         for n in ("events", "items", "users", "onboarding")
     }
-    world = World.load(root / "truth" / batch.name)
+    truth = World.load(root / "truth" / batch.name)
     end = pd.Timestamp(frames["events"][C.TS].max()).to_pydatetime()
     cutoff = (pd.Timestamp(end).floor("D") - pd.Timedelta(days=2)).to_pydatetime()
     past = frames["events"][frames["events"][C.TS] < cutoff]
     candidates = train_candidates(
         past, frames["items"], frames["users"], frames["onboarding"],
-        CandidateSettings(), SEED, now=cutoff,
+        CandidateSettings(), seed, now=cutoff,
     )  # fmt: skip
     tables = {
         catalog.USER_VIEW: user_features(frames["events"], frames["items"], frames["users"]),
@@ -168,19 +171,27 @@ def build_world(root: Path) -> Served:
     policy = load_label_policy(load_settings("local").config_path / "labels.yaml")
     users = sorted(set(past[C.USER_ID]))[:90]
     log = simulated_impressions(
-        candidates, world, frames["items"], history, users, cutoff, 2, policy, seed=SEED
+        candidates, truth, frames["items"], history, users, cutoff, 2, policy, seed=seed
     )
     tiers = frames["users"].drop_duplicates(C.USER_ID).set_index(C.USER_ID)[C.TIER]
     now = end + timedelta(hours=1)
     online = OnlineFeatures(reader, {v: 1e6 for v in catalog_views()})
     train = ranker_rows(log, online, tiers)
-    ranker = fit_ranker(train, None, list(RF.FEATURES), REQUEST, "tier", policy, num_boost_round=40)
+    ranker = fit_ranker(
+        train, None, list(RF.FEATURES), REQUEST, "tier", policy, num_boost_round=rounds
+    )
     return Served(candidates, ranker, reader, history, frames, now)
+
+
+_WORLDS: list[Served] = []
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Served:
-    return build_world(tmp_path_factory.mktemp("serving-world"))
+    """One world per test session: every serving test module reads it, none changes it."""
+    if not _WORLDS:
+        _WORLDS.append(build_world(tmp_path_factory.mktemp("serving-world")))
+    return _WORLDS[0]
 
 
 def body(listener: str, k: int = 10, shelf: str = "home", country: str = "US") -> dict[str, Any]:

@@ -1,0 +1,239 @@
+"""The ranker's input matrix with NumPy: the request-path twin of `ranking.features`.
+
+`crossfade.ranking.features.model_inputs(serving_inputs(...))` is the one definition of the
+booster's inputs (training and the reference path in `crossfade.serving.reference` use it).
+It builds a DataFrame column by column, about a hundred inserts per request. `RankerInputs`
+computes the same numbers straight into a float32 matrix in `RF.FEATURES` order, from arrays
+prepared once per model load (item rows and artists from `ServingCatalog`, the listener's
+artist shares from `History`) and the request's own feature vector and item batch.
+
+Every step mirrors a step of the reference, and `tests/unit/test_serving_fast_path.py`
+checks on many generated requests that the matrices are equal, so the two cannot drift:
+
+- candidate crosses: `ranking.dataset.candidate_features` (the model's own scoring calls);
+- minimization: `FeaturePolicy.apply` on a request's rows reads one (country, age bucket)
+  pair, so the denied features are replaced by their defaults once for the whole request;
+- request context: `features.context.request_context` (local hour, weekday, weekend, device);
+- crosses of listener vectors with item and request labels: `model_inputs`' `_pick`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from crossfade.candidates.generator import SOURCES, Candidate
+from crossfade.candidates.model import CandidateModel
+from crossfade.data import domains as D
+from crossfade.features import catalog
+from crossfade.features.online import FeatureVector, ItemFeatures
+from crossfade.features.policy import FeaturePolicy
+from crossfade.ranking import features as RF
+from crossfade.ranking.dataset import History
+from crossfade.serving.api import RequestContext
+from crossfade.serving.catalog import ServingCatalog
+
+_USER_LISTS = {
+    "user_genre_affinity_28d": len(D.GENRES),
+    "user_language_affinity_28d": len(D.LANGUAGES),
+    "user_active_hours_28d": 24,
+    "user_device_mix_28d": len(D.DEVICES),
+}
+_INDEX = {
+    "genre": {v: i for i, v in enumerate(D.GENRES)},
+    "language": {v: i for i, v in enumerate(D.LANGUAGES)},
+    "device": {v: i for i, v in enumerate(D.DEVICES)},
+    "market": {v: i for i, v in enumerate(D.MARKETS)},
+}
+
+
+def utc_offset_minutes(timezone: str, at: datetime) -> int:
+    """The listener's UTC offset at the request time, in minutes (0 if unknown)."""
+    offset = at.astimezone(ZoneInfo(timezone)).utcoffset()
+    return int(offset.total_seconds() // 60) if offset is not None else 0
+
+
+def context_values(context: RequestContext) -> dict[str, Any]:
+    """The `request_context` view's outputs for one request, without a DataFrame."""
+    utc = context.timestamp.astimezone(UTC)
+    local = utc + timedelta(minutes=utc_offset_minutes(context.timezone, context.timestamp))
+    weekday = local.weekday()
+    return {
+        "ctx_hour_local": local.hour,
+        "ctx_day_of_week_local": weekday,
+        "ctx_is_weekend": int(weekday >= 5),
+        "ctx_device": context.device if context.device in D.DEVICES else D.UNKNOWN,
+        "utc_hour": utc.hour,
+    }
+
+
+def _missing(value: object) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
+def _vector(value: object, length: int) -> np.ndarray:
+    """One list value as a dense float vector (`model_inputs`' `_vectors`, one row)."""
+    out = np.zeros(length, dtype=np.float64)
+    if _missing(value):
+        return out
+    values = np.asarray(value, dtype=np.float64)[:length]
+    out[: len(values)] = values
+    return out
+
+
+def _rows_matrix(column: Any, n: int, length: int) -> np.ndarray:
+    """A per-item list column as a dense [n, length] float matrix."""
+    if isinstance(column, np.ndarray) and column.ndim == 2 and column.dtype != object:
+        out = np.zeros((n, length), dtype=np.float64)
+        width = min(length, column.shape[1])
+        out[:, :width] = column[:, :width]
+        return out
+    return np.stack([_vector(v, length) for v in column]) if n else np.zeros((0, length))
+
+
+def _positions(labels: Sequence[object], index: Mapping[str, int]) -> np.ndarray:
+    """Position of each label (as a string) in a domain, -1 when it is not in it."""
+    get = index.get
+    return np.fromiter((get(str(v), -1) for v in labels), dtype=np.int64, count=len(labels))
+
+
+def _pick(vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Per row, the listener vector's entry at the row's position (0 where none)."""
+    picked = vector[np.clip(positions, 0, len(vector) - 1)]
+    return np.where(positions >= 0, picked, 0.0)
+
+
+class RankerInputs:
+    """Builds the booster's float32 input matrix for one request; thread-safe (read-only)."""
+
+    def __init__(
+        self,
+        catalog_: ServingCatalog,
+        model: CandidateModel,
+        history: History,
+        policy: FeaturePolicy | None = None,
+    ) -> None:
+        self.catalog = catalog_
+        self.model = model
+        self.history = history
+        self.policy = policy
+        self.column = {name: i for i, name in enumerate(RF.FEATURES)}
+        self._source_col = {s: self.column[f"src_{s}"] for s in SOURCES}
+        self._denied: dict[tuple[str, str], frozenset[str]] = {}
+
+    def _denied_for(self, country: object, age: object) -> frozenset[str]:
+        """Features the policy neutralizes for this listener (cached per country and age)."""
+        if self.policy is None:
+            return frozenset()
+        key = (
+            D.UNKNOWN_COUNTRY if _missing(country) else str(country),
+            D.UNKNOWN if _missing(age) else str(age),
+        )
+        denied = self._denied.get(key)
+        if denied is None:
+            denied = frozenset(self.policy.denied_features(*key))
+            self._denied[key] = denied
+        return denied
+
+    def matrix(
+        self,
+        user_id: str,
+        candidates: Sequence[Candidate],
+        user: FeatureVector,
+        items: ItemFeatures,
+        context: RequestContext,
+    ) -> np.ndarray:
+        """The [candidates, FEATURES] float32 matrix `model_inputs` gives for this request."""
+        ids = [c.item_id for c in candidates]
+        if ids != [str(i) for i in items.item_ids]:
+            raise ValueError("candidates and item features must list the same items in one order")
+        n = len(ids)
+        col = self.column
+        out = np.zeros((n, len(RF.FEATURES)), dtype=np.float64)
+
+        # candidate crosses (ranking.dataset.candidate_features)
+        model = self.model
+        out[:, col["cf_score"]] = np.nan_to_num(model.cf.score(user_id, ids), nan=0.0)
+        out[:, col["content_sim"]] = model.content_similarity(user_id, ids)
+        scores: list[float] = []
+        counts: list[int] = []
+        flag_rows: list[int] = []
+        flag_cols: list[int] = []
+        source_col = self._source_col
+        for r, cand in enumerate(candidates):
+            scores.append(cand.score)
+            counts.append(len(cand.sources))
+            for source in cand.sources:
+                j = source_col.get(source)
+                if j is not None:
+                    flag_rows.append(r)
+                    flag_cols.append(j)
+        out[:, col["source_score"]] = scores
+        out[:, col["n_sources"]] = counts
+        out[flag_rows, flag_cols] = 1.0  # src_<source>: found by that source
+        shares = self.history.artist_share.get(user_id, {})
+        rows = self.catalog.rows(ids)
+        artists = self.catalog.artist_ids
+        # an item outside the catalogue has no artist: the reference looks up str(NaN)
+        out[:, col["artist_affinity"]] = np.fromiter(
+            (shares.get(artists[r] if r >= 0 else "nan", 0.0) for r in rows),
+            dtype=np.float64,
+            count=n,
+        )
+
+        # store inputs, neutralized as FeaturePolicy.apply would (one listener per request)
+        values = {
+            name: user.values.get(name, catalog.BY_NAME[name].default)
+            for name in (*RF.USER_INPUTS, "user_age_bucket")
+        }
+        item_cols: dict[str, Any] = {name: items.columns[name] for name in RF.ITEM_INPUTS}
+        ctx = context_values(context)
+        denied = self._denied_for(values["user_country"], values["user_age_bucket"])
+        for name in denied:
+            default = catalog.BY_NAME[name].default
+            if name in values:
+                values[name] = default
+            elif name in item_cols:
+                item_cols[name] = [default] * n
+            elif name in RF.CONTEXT_INPUTS:
+                ctx[name] = default
+
+        # crosses of a listener feature with an item or request feature
+        genres = _vector(values["user_genre_affinity_28d"], len(D.GENRES))
+        out[:, col["genre_affinity"]] = _pick(
+            genres, _positions(item_cols["item_genre"], _INDEX["genre"])
+        )
+        languages = _vector(values["user_language_affinity_28d"], len(D.LANGUAGES))
+        out[:, col["language_affinity"]] = _pick(
+            languages, _positions(item_cols["item_language"], _INDEX["language"])
+        )
+        hours = _vector(values["user_active_hours_28d"], 24)
+        out[:, col["hour_affinity"]] = hours[ctx["utc_hour"]]
+        devices = _vector(values["user_device_mix_28d"], len(D.DEVICES))
+        device = _INDEX["device"].get(str(ctx["ctx_device"]), -1)
+        out[:, col["device_affinity"]] = devices[device] if device >= 0 else 0.0
+        plays = np.asarray(item_cols["item_plays_28d"], dtype=np.float64)
+        market = _INDEX["market"].get(str(values["user_country"]), -1)
+        if market >= 0:
+            in_market = _rows_matrix(item_cols["item_market_plays_28d"], n, len(D.MARKETS))[
+                :, market
+            ]
+            out[:, col["market_share"]] = np.divide(
+                in_market, plays, out=np.zeros_like(in_market), where=plays > 0
+            )
+        out[:, col["is_episode"]] = np.fromiter(
+            (v == "episode" for v in item_cols["item_content_type"]), dtype=np.float64, count=n
+        )
+
+        # numeric store features
+        for name in RF.USER_NUMERIC:
+            out[:, col[name]] = float(values[name])
+        for name in RF.ITEM_NUMERIC:
+            out[:, col[name]] = np.asarray(item_cols[name], dtype=np.float64)
+        for name in RF.CONTEXT_NUMERIC:
+            out[:, col[name]] = float(ctx[name])
+        return out.astype(np.float32)
