@@ -286,7 +286,7 @@ def lifecycle_flow(profile: str | None = None) -> dict[str, Any]:
             run.stages.append(report)
             create_markdown_artifact(
                 f"# {report.name}: {report.status}\n\n{report.summary}\n",
-                key=f"lifecycle-{report.name}",
+                key="lifecycle-" + "-".join(report.name.lower().split()),
             )
     except StopRun as stop:
         run.stages.append(stop.stage)
