@@ -14,7 +14,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -120,10 +120,22 @@ def bots_stage(run: LifecycleRun) -> StageReport:
     )
 
 
+def data_clock(settings: Settings) -> datetime:
+    """The time the lifecycle runs "as of": the end of the newest data in the lake (a replay
+    of earlier weeks runs as of those weeks), never later than the wall clock."""
+    ends = [m["window_end"] for m in lake.manifests(settings.lake_dir) if m.get("window_end")]
+    now = datetime.now(UTC)
+    if not ends:
+        return now
+    end = datetime.combine(date.fromisoformat(max(ends)), time.min, UTC) + timedelta(days=1)
+    return min(end, now)
+
+
 def features_stage(run: LifecycleRun) -> StageReport:
-    """Compute, validate and materialize features; rejected tables stop the run."""
+    """Compute, validate and materialize features as of the data clock; rejected tables stop
+    the run."""
     try:
-        outcome = features_flow(profile=run.profile)
+        outcome = features_flow(profile=run.profile, now=data_clock(run.settings))
     except FeaturesRejected as exc:
         raise StopRun(
             StageReport(

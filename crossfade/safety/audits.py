@@ -174,7 +174,14 @@ def audit_recommendations(
     for record in gated.to_dict("records"):
         listened, ratio = float(record["local_share_listened"]), float(record["ratio"])
         recommended = float(record["local_share_recommended"])
-        if listened > 0:
+        expected = listened * float(record["slots"])
+        if 0 < expected < t.min_expected_local_slots:
+            reasons.append(
+                f"market {record['market']} local-artist share {recommended:.3f} recommended vs "
+                f"{listened:.3f} listened: not gated, only {expected:.1f} local slots expected "
+                f"(< {t.min_expected_local_slots}) - too few to tell skew from chance"
+            )
+        elif listened > 0:
             check(
                 ratio >= t.min_local_share_ratio,
                 f"market {record['market']} local-artist share {recommended:.3f} recommended "

@@ -42,6 +42,9 @@ class AuditThresholds(_Strict):
     max_popularity_lift: float = Field(gt=0)
     min_local_share_ratio: float = Field(ge=0)
     min_market_listens: int = Field(ge=0)
+    min_expected_local_slots: float = Field(
+        10.0, ge=0, description="a market is gated only when this many local slots are expected"
+    )
     artist_size_quantiles: tuple[float, float]
     max_large_artist_lift: float = Field(gt=0)
 

@@ -96,3 +96,25 @@ def test_creator_report_shares_per_market(settings: Settings) -> None:
     assert 0 < report["new_release_impressions"].sum() < len(shown)
     csv_path, html_path = write_creator_report(report, settings.reports_dir / "creators")
     assert pd.read_csv(csv_path).shape[0] == len(report) and "<table" in html_path.read_text()
+
+
+def test_a_market_with_too_few_expected_local_slots_is_reported_not_gated(
+    settings: Settings,
+) -> None:
+    events, items, artists, users = _world()
+    thresholds = safety_policy(settings).audits
+    # SE listeners hardly ever play SE artists (2 plays in 400): a list with none of them
+    # expects well under `min_expected_local_slots` local slots, so chance cannot be told apart.
+    se_users = users.loc[users[C.COUNTRY] == "SE", C.USER_ID]
+    us_items = [f"i{k}" for k in range(0, 300, 3)]  # artists a0, a3, ... are US
+    rows = [(u, us_items[j % len(us_items)]) for u in se_users for j in range(40)]
+    rows[0] = (rows[0][0], "i1")  # i1 -> a1, an SE artist
+    rows[1] = (rows[1][0], "i4")
+    se_events = pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID])
+    other = events[~events[C.USER_ID].isin(se_users)]
+    train = pd.concat([other, se_events], ignore_index=True)
+    recs = pd.DataFrame({C.USER_ID: list(se_users) * 2, C.ITEM_ID: us_items[: 2 * len(se_users)]})
+    result = audit_recommendations(recs, train, items, artists, users, thresholds)
+    se = [r for r in result.reasons if r.startswith("market SE")]
+    assert se and "not gated" in se[0]
+    assert not any(r.startswith("market SE") for r in failed_reasons(result))
