@@ -1,0 +1,1 @@
+"""The gateway: routing, shadow mirroring, pairing, the admin API (docs/gateway.md)."""

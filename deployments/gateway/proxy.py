@@ -1,0 +1,316 @@
+"""The gateway's request logic: route, call the slot, fall back, mirror, record.
+
+Framework-free (the BentoML service in service.py only adapts HTTP to it), so the whole path
+from a listener's body to the bytes returned is one object with its clients and caches.
+
+Who answers a valid /recommend:
+1. the listener's slot by the stable hash and the current split (blue or green), within
+   `gateway.slot_timeout_ms` when another slot could still answer, else within the longer
+   `gateway.last_resort_timeout_ms` (a slow answer beats no answer);
+2. if green fails or times out: blue (the error is recorded against green, the listener never
+   sees it);
+3. if blue fails: green, but only while green already serves part of the traffic (a rollout
+   past the shadow phase), so an unvetted model never answers listeners;
+4. otherwise 503 with Retry-After: no live process could answer. The popular-in-market fallback
+   lives inside the recommender, so it is served whenever a recommender process is up at all.
+Invalid bodies get a 422 naming the field, before any slot is called.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import httpx
+import orjson
+from pydantic import ValidationError
+
+from crossfade.serving.api import FeedbackRequest, RecommendRequest
+from deployments.gateway.metrics import GatewayMetrics
+from deployments.gateway.mirror import PairSink, ShadowMirror, ranked
+from deployments.gateway.routing import mirror_to_shadow, route
+from deployments.gateway.state import RouteTable, StateCache
+
+log = logging.getLogger(__name__)
+
+LIVE_SLOTS = ("blue", "green")
+SLOTS = ("blue", "green", "shadow")
+DIVERSITY_WINDOW = 200  # responses per slot behind the catalogue-diversity gauge
+
+
+class ObservationSink(PairSink, Protocol):
+    """The rollout store's observation recorder, as the gateway uses it."""
+
+    def record_request(
+        self,
+        slot: str,
+        latency_ms: float,
+        error: bool,
+        fallback: bool,
+        item_ids: list[str],
+        at: float | None = None,
+    ) -> None: ...
+
+    def record_feedback(self, slot: str | None, event: str, at: float | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the HTTP layer sends back: status, JSON bytes, extra headers."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] | None = None
+
+
+def error_reply(status: int, message: str, **extra: Any) -> Reply:
+    """A JSON error body `{"error": message, ...}`."""
+    return Reply(status, orjson.dumps({"error": message, **extra}))
+
+
+def invalid_reply(exc: ValidationError) -> Reply:
+    """422 listing every offending field by its dotted location."""
+    fields = [
+        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
+        for err in exc.errors()
+    ]
+    names = ", ".join(f["field"] for f in fields)
+    return error_reply(422, f"invalid request: {names}", fields=fields)
+
+
+def parse_json(raw: bytes) -> dict[str, Any] | Reply:
+    """The body as a JSON object, or the 400 that says why not."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return error_reply(400, "the body is not valid JSON; send a JSON object")
+    if not isinstance(body, dict):
+        return error_reply(400, "the body must be a JSON object")
+    return body
+
+
+class SlotFailure(Exception):
+    """A live slot did not answer usefully (connection error, timeout or 5xx)."""
+
+
+class Gateway:
+    """One gateway process: pooled clients to each slot, the state cache, the shadow mirror."""
+
+    def __init__(
+        self,
+        slot_urls: dict[str, str],
+        state: StateCache,
+        sink: ObservationSink,
+        *,
+        slot_timeout_s: float,
+        last_resort_timeout_s: float,
+        shadow_timeout_s: float,
+        shadow_max_inflight: int,
+        max_connections: int,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        missing = [slot for slot in SLOTS if slot not in slot_urls]
+        if missing:
+            raise ValueError(f"slot_urls lacks {', '.join(missing)}; give a URL for every slot")
+        limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self.clients = {
+            slot: httpx.AsyncClient(
+                base_url=slot_urls[slot],
+                limits=limits,
+                timeout=shadow_timeout_s if slot == "shadow" else slot_timeout_s,
+            )
+            for slot in SLOTS
+        }
+        self.slot_timeout_s = slot_timeout_s
+        self.last_resort_timeout_s = last_resort_timeout_s
+        self.state = state
+        self.sink = sink
+        self.metrics = metrics
+        self.mirror = ShadowMirror(
+            self.clients["shadow"], sink, max_inflight=shadow_max_inflight, metrics=metrics
+        )
+        self.green_fallbacks = 0
+        self.served: dict[str, dict[str, str]] = {}  # slot -> versions of its latest answer
+        self._recent: dict[str, deque[list[str]]] = {s: deque() for s in LIVE_SLOTS}
+        self._shown: dict[str, Counter[str]] = {s: Counter() for s in LIVE_SLOTS}
+        self._shown_total: dict[str, int] = dict.fromkeys(LIVE_SLOTS, 0)
+
+    # -- /recommend ------------------------------------------------------------------------
+    async def recommend(self, raw: bytes) -> Reply:
+        """Answer one listener request (see the module docstring for who answers)."""
+        body = parse_json(raw)
+        if isinstance(body, Reply):
+            return body
+        try:
+            request = RecommendRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            return invalid_reply(exc)
+        table = self.state.current()
+        first = route(request.listener_id, table.green_bp)
+        order = [first, "blue"] if first == "green" else ["blue"]
+        if first == "blue" and table.green_bp > 0:
+            order.append("green")
+        for position, slot in enumerate(order):
+            last = position == len(order) - 1
+            timeout = self.last_resort_timeout_s if last else self.slot_timeout_s
+            try:
+                reply, answer = await self._call(slot, raw, timeout)
+            except SlotFailure:
+                continue
+            if position > 0 and order[0] == "green" and slot == "blue":
+                self.green_fallbacks += 1
+                if self.metrics is not None:
+                    self.metrics.green_to_blue.inc()
+            if answer is not None and slot == "blue":
+                self._maybe_mirror(request.listener_id, raw, answer, request.k, table)
+            return reply
+        if self.metrics is not None:
+            self.metrics.unanswered.inc()
+        return Reply(
+            503,
+            orjson.dumps(
+                {"error": f"no recommender slot answered (tried {', '.join(order)}); retry soon"}
+            ),
+            {"retry-after": "1"},
+        )
+
+    async def _call(
+        self, slot: str, raw: bytes, timeout: float
+    ) -> tuple[Reply, dict[str, Any] | None]:
+        """POST to a slot; a 2xx/4xx is an answer, anything else raises SlotFailure."""
+        started = time.perf_counter()
+        try:
+            response = await self.clients[slot].post(
+                "/recommend",
+                content=raw,
+                headers={"content-type": "application/json"},
+                timeout=timeout,
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            self._record_failure(slot, started, type(exc).__name__)
+            raise SlotFailure(slot) from exc
+        if response.status_code >= 500:
+            self._record_failure(slot, started, f"HTTP {response.status_code}")
+            raise SlotFailure(slot)
+        latency_ms = (time.perf_counter() - started) * 1000
+        if response.status_code >= 400:  # the request was invalid: relay, not a slot error
+            return Reply(response.status_code, response.content), None
+        try:
+            answer = orjson.loads(response.content)
+            items, _ = ranked(answer)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            self._record_failure(slot, started, "malformed answer")
+            raise SlotFailure(slot) from exc
+        fallback = bool(answer.get("fallbacks"))
+        self._note_versions(slot, answer)
+        self.sink.record_request(slot, latency_ms, False, fallback, items)
+        self._observe(slot, latency_ms, "ok", fallback, items)
+        return Reply(response.status_code, response.content), answer
+
+    def _note_versions(self, slot: str, answer: dict[str, Any]) -> None:
+        model = answer.get("model")
+        if isinstance(model, dict) and "candidates" in model and "ranker" in model:
+            self.served[slot] = {
+                "candidates": str(model["candidates"]),
+                "ranker": str(model["ranker"]),
+            }
+
+    def _record_failure(self, slot: str, started: float, why: str) -> None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        log.info("slot %s failed: %s", slot, why)
+        self.sink.record_request(slot, latency_ms, True, False, [])
+        self._observe(slot, latency_ms, "error", False, None)
+
+    def _observe(
+        self, slot: str, latency_ms: float, outcome: str, fallback: bool, items: list[str] | None
+    ) -> None:
+        if self.metrics is None:
+            return
+        self.metrics.requests.labels(
+            slot=slot, outcome=outcome, fallback="true" if fallback else "false"
+        ).inc()
+        self.metrics.latency.labels(slot=slot).observe(latency_ms / 1000)
+        if items is not None and slot in self._recent:
+            self.metrics.diversity.labels(slot=slot).set(self._diversity(slot, items))
+
+    def _diversity(self, slot: str, items: list[str]) -> float:
+        """Distinct items / items shown over the slot's last DIVERSITY_WINDOW responses."""
+        recent, shown = self._recent[slot], self._shown[slot]
+        recent.append(items)
+        shown.update(items)
+        self._shown_total[slot] += len(items)
+        if len(recent) > DIVERSITY_WINDOW:
+            evicted = recent.popleft()
+            self._shown_total[slot] -= len(evicted)
+            for item in evicted:
+                shown[item] -= 1
+                if shown[item] <= 0:
+                    del shown[item]
+        total = self._shown_total[slot]
+        return len(shown) / total if total else 0.0
+
+    def _maybe_mirror(
+        self, listener_id: str, raw: bytes, answer: dict[str, Any], k: int, table: RouteTable
+    ) -> None:
+        if table.shadow_bp > 0 and mirror_to_shadow(listener_id, table.shadow_bp):
+            self.mirror.submit(raw, answer, k)
+
+    # -- /feedback -------------------------------------------------------------------------
+    async def feedback(self, raw: bytes) -> Reply:
+        """Forward feedback to the slot that served the listener and record it by slot."""
+        body = parse_json(raw)
+        if isinstance(body, Reply):
+            return body
+        try:
+            request = FeedbackRequest.model_validate_json(raw)
+        except ValidationError as exc:
+            return invalid_reply(exc)
+        table = self.state.current()
+        slot = request.slot if request.slot in LIVE_SLOTS else None
+        slot = slot or route(request.listener_id, table.green_bp)
+        forward = raw if request.slot == slot else _with_slot(body, slot)
+        for target in dict.fromkeys([slot, "blue"]):  # the serving slot, then blue's log
+            try:
+                response = await self.clients[target].post(
+                    "/feedback", content=forward, headers={"content-type": "application/json"}
+                )
+            except (httpx.HTTPError, OSError):
+                continue
+            if response.status_code >= 500:
+                continue
+            if response.status_code < 300:
+                self.sink.record_feedback(slot, request.event)
+                if self.metrics is not None:
+                    self.metrics.feedback.labels(slot=slot, event=request.event).inc()
+            return Reply(response.status_code, response.content)
+        return Reply(
+            503,
+            orjson.dumps({"error": "no recommender slot accepted the feedback; retry soon"}),
+            {"retry-after": "1"},
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def ready(self) -> bool:
+        """Ready once the state was read and blue answers its /readyz."""
+        if not self.state.loaded:
+            return False
+        try:
+            response = await self.clients["blue"].get("/readyz")
+        except (httpx.HTTPError, OSError):
+            return False
+        return response.status_code == 200
+
+    async def close(self, drain_seconds: float = 2.0) -> None:
+        """Let mirrored calls finish (bounded), then close the connection pools."""
+        await self.mirror.drain(drain_seconds)
+        await asyncio.gather(*(client.aclose() for client in self.clients.values()))
+
+
+def _with_slot(body: dict[str, Any], slot: str) -> bytes:
+    return orjson.dumps({**body, "slot": slot})

@@ -1,0 +1,359 @@
+"""`make serve`: the gateway, blue, green and shadow as separate processes on loopback.
+
+    python -m deployments.serve [--profile local] [--no-controller]
+
+starts the three recommender slots and the gateway (each a `bentoml serve` process, through
+deployments/process.py), plus the release controller loop (`crossfade release watch`) unless
+told not to; writes `<data root>/serve/stack.json` with every address and PID, prints the
+addresses and stops every child on Ctrl-C or SIGTERM. The same start-up is a library call,
+`start_stack(settings) -> Stack`, for the integration tests, drills and benchmarks.
+
+Which models each slot loads at start (documented in docs/gateway.md):
+- blue: `serving.candidates_ref` / `serving.ranker_ref` (default alias `champion`), or the
+  versions a rollout in progress assigns to blue;
+- green and shadow: the versions the rollout in progress assigns to them; with no rollout they
+  start on blue's refs, so they are ready at once, and the gateway reloads them
+  (`/admin/reload`) to the candidate as soon as a rollout assigns one (shadow during SHADOW,
+  green from CANARY on). Shadow thus serves the very version green will serve next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+
+import psutil
+from pydantic import BaseModel, SecretStr
+
+from crossfade.config import ENV_PREFIX, Settings, load_settings
+from deployments.process import (
+    HOST,
+    REPO_ROOT,
+    ServiceProcess,
+    free_port,
+    start_service,
+    wait_ready,
+)
+from deployments.rollout.store import RolloutStore
+
+RECOMMENDER = "deployments.recommender.service:Recommender"
+GATEWAY = "deployments.gateway.service:Gateway"
+SLOTS = ("blue", "green", "shadow")
+
+
+def _plain(value: Any) -> Any:
+    """A settings value as JSON-ready data, secrets revealed (they go to a child's env only)."""
+    if isinstance(value, BaseModel):
+        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """CROSSFADE_* variables that make a child's `load_settings()` equal `settings`.
+
+    Sections travel as JSON (pydantic-settings parses them), so keyword overrides the caller
+    passed to `load_settings` (a test's data root and small world) reach the child too.
+    """
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        plain = _plain(value)
+        env[f"{ENV_PREFIX}{name.upper()}"] = (
+            json.dumps(plain) if isinstance(plain, dict | list) else str(plain)
+        )
+    return env
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The concrete ports of one stack (settings' 0 = a free port chosen at start)."""
+
+    gateway: int
+    blue: int
+    green: int
+    shadow: int
+
+    @classmethod
+    def resolve(cls, settings: Settings) -> Ports:
+        """Settings' ports, with every 0 replaced by a free loopback port."""
+        gw = settings.gateway
+        chosen = [gw.port, gw.blue_port, gw.green_port, gw.shadow_port]
+        fixed = [p for p in chosen if p]
+        if len(fixed) != len(set(fixed)):
+            raise ValueError(f"gateway ports must differ, got {chosen}; set distinct ports or 0")
+        ports = [p or free_port() for p in chosen]
+        while len(set(ports)) < len(ports):  # two free-port picks collided
+            ports = [p or free_port() for p in chosen]
+        return cls(*ports)
+
+
+def slot_refs(
+    settings: Settings, assigned: dict[str, dict[str, str] | None]
+) -> dict[str, dict[str, str]]:
+    """The model refs each slot starts with (see the module docstring)."""
+    blue = assigned.get("blue") or {
+        "candidates": settings.serving.candidates_ref,
+        "ranker": settings.serving.ranker_ref,
+    }
+    return {slot: dict(assigned.get(slot) or blue) for slot in SLOTS}
+
+
+def with_admin_token(settings: Settings) -> Settings:
+    """Settings whose recommender admin token is set: the gateway needs it to reload slots.
+
+    Without a configured token the stack makes one up for its own processes (it lives only in
+    their environment), so `/admin/reload` is never open without authentication.
+    """
+    if settings.serving.admin_token is not None:
+        return settings
+    serving = settings.serving.model_copy(
+        update={"admin_token": SecretStr(secrets.token_urlsafe(24))}
+    )
+    return settings.model_copy(update={"serving": serving})
+
+
+@dataclass
+class Stack:
+    """A running stack: one process per slot, the gateway, optionally the controller."""
+
+    settings: Settings
+    ports: Ports
+    services: dict[str, ServiceProcess]
+    manifest: Path
+    controller: subprocess.Popen[bytes] | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def gateway_url(self) -> str:
+        """Where listeners (and the admin API) talk to the stack."""
+        return self.services["gateway"].url
+
+    def url(self, name: str) -> str:
+        """Base URL of `gateway`, `blue`, `green` or `shadow`."""
+        return self.services[name].url
+
+    def describe(self) -> dict[str, Any]:
+        """Addresses and PIDs (what stack.json holds)."""
+        out: dict[str, Any] = {
+            name: {"url": svc.url, "pid": svc.process.pid} for name, svc in self.services.items()
+        }
+        if self.controller is not None:
+            out["controller"] = {"pid": self.controller.pid}
+        out["data_root"] = str(self.settings.data_root)
+        out["profile"] = self.settings.profile
+        return out
+
+    def signal(self, name: str, signum: int) -> list[int]:
+        """Send `signum` to a process of the stack and every descendant; returns their PIDs.
+
+        BentoML's workers run in sessions of their own, so signalling the `bentoml serve`
+        process (or its process group) alone leaves the worker that holds the socket running.
+        """
+        root = psutil.Process(self.services[name].process.pid)
+        tree = [root, *root.children(recursive=True)]
+        for proc in tree:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.send_signal(signum)
+        return [proc.pid for proc in tree]
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a process and its workers, as a crash would (drills: `stack.kill("green")`)."""
+        svc = self.services[name]
+        if not svc.alive():
+            return
+        pids = self.signal(name, signal.SIGKILL)
+        svc.process.wait(timeout=15)
+        psutil.wait_procs([p for p in _existing(pids)], timeout=15)
+
+    def stop(self) -> None:
+        """Stop the controller, the gateway, then the slots; remove stack.json. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.controller is not None and self.controller.poll() is None:
+            self.controller.terminate()
+            try:
+                self.controller.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.controller.kill()
+                self.controller.wait(timeout=10)
+        if "gateway" in self.services:
+            self.services["gateway"].stop()
+        _stop_all(svc for name, svc in self.services.items() if name != "gateway")
+        self.manifest.unlink(missing_ok=True)
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def _existing(pids: list[int]) -> list[psutil.Process]:
+    found = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.append(psutil.Process(pid))
+    return found
+
+
+def _stop_all(services: Iterable[ServiceProcess]) -> None:
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(lambda s: s.stop(), services))
+
+
+def bentoml_home(settings: Settings, name: str) -> Path:
+    """A private BENTOML_HOME per process of the stack.
+
+    `bentoml serve` empties `$BENTOML_HOME/prometheus_multiproc_dir` when it starts; with the
+    default (shared) home, every process started later wipes the metrics of those already
+    running, here and in any other stack on the machine.
+    """
+    return settings.data_root / "serve" / "bentoml" / name
+
+
+def manifest_path(settings: Settings) -> Path:
+    """Where a running stack records its addresses and PIDs."""
+    return settings.data_root / "serve" / "stack.json"
+
+
+def _write_manifest(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".stack-", suffix=".json")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(doc, handle, indent=2)
+    Path(tmp).replace(path)
+
+
+def start_stack(settings: Settings, *, controller: bool = False) -> Stack:
+    """Start blue, green, shadow, then the gateway (and the controller loop if asked).
+
+    Every process gets `settings` through its environment and is ready (`/readyz` 200) when
+    this returns. If any process fails to start, the ones already running are stopped and
+    the error (with that process's stderr tail) is raised.
+    """
+    if settings.gateway.host != HOST:
+        raise ValueError(
+            f"gateway.host is {settings.gateway.host!r}; the local stack binds {HOST} only"
+        )
+    settings = with_admin_token(settings)
+    ports = Ports.resolve(settings)
+    base = settings_env(settings)
+    timeout = settings.gateway.start_timeout_seconds
+    assigned = RolloutStore.from_settings(settings).read_state().slots
+    refs = slot_refs(settings, assigned)
+    started: dict[str, ServiceProcess] = {}
+    try:
+        for slot in SLOTS:  # start all three, then wait: their model loads overlap
+            env = {
+                **base,
+                "BENTOML_HOME": str(bentoml_home(settings, slot)),
+                f"{ENV_PREFIX}SERVING__SLOT": slot,
+                f"{ENV_PREFIX}SERVING__CANDIDATES_REF": refs[slot]["candidates"],
+                f"{ENV_PREFIX}SERVING__RANKER_REF": refs[slot]["ranker"],
+            }
+            started[slot] = start_service(
+                RECOMMENDER, env=env, port=getattr(ports, slot), wait=False
+            )
+        _wait_all([started[slot] for slot in SLOTS], timeout)
+        gateway_env = {
+            **base,
+            "BENTOML_HOME": str(bentoml_home(settings, "gateway")),
+            f"{ENV_PREFIX}GATEWAY__BLUE_PORT": str(ports.blue),
+            f"{ENV_PREFIX}GATEWAY__GREEN_PORT": str(ports.green),
+            f"{ENV_PREFIX}GATEWAY__SHADOW_PORT": str(ports.shadow),
+            f"{ENV_PREFIX}GATEWAY__PORT": str(ports.gateway),
+        }
+        started["gateway"] = start_service(
+            GATEWAY, env=gateway_env, port=ports.gateway, ready_timeout=timeout
+        )
+    except BaseException:
+        _stop_all(started.values())
+        raise
+    watcher = None
+    if controller:
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "crossfade.cli", "release", "watch"],
+            cwd=REPO_ROOT,
+            env={**os.environ, **base},
+            start_new_session=True,
+        )
+    stack = Stack(settings, ports, started, manifest_path(settings), watcher)
+    _write_manifest(stack.manifest, stack.describe())
+    return stack
+
+
+def _wait_all(services: list[ServiceProcess], timeout: float) -> None:
+    with ThreadPoolExecutor(max_workers=len(services)) as pool:
+        for future in [pool.submit(wait_ready, svc, timeout) for svc in services]:
+            future.result()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stack in the foreground until Ctrl-C / SIGTERM."""
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__)
+    parser.add_argument("--profile", default=None, help="settings profile (default: local)")
+    parser.add_argument(
+        "--no-controller", action="store_true", help="do not run `crossfade release watch`"
+    )
+    args = parser.parse_args(argv)
+    settings = load_settings(args.profile)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print("starting blue, green, shadow and the gateway (models load first) ...", flush=True)
+    stack = start_stack(settings, controller=not args.no_controller)
+    try:
+        for name in ("gateway", *SLOTS):
+            print(f"  {name:<8} {stack.url(name)}", flush=True)
+        print(f"addresses and PIDs: {stack.manifest}\nCtrl-C stops everything.", flush=True)
+        while not stop.is_set():
+            dead = [n for n, s in stack.services.items() if not s.alive()]
+            if dead:
+                print(f"{', '.join(dead)} exited; stopping the stack", file=sys.stderr)
+                return 1
+            stop.wait(1.0)
+        return 0
+    finally:
+        stack.stop()
+        print("stack stopped", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
