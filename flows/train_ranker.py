@@ -124,10 +124,15 @@ def champion_on_holdout(
 def audit_top_lists(
     settings: Settings, test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
 ) -> AuditResult:
-    """Bias audit of the version's top 10 per holdout request (what listeners would be shown)
-    against what was listened to in training."""
-    ranked = test.assign(_score=scores).sort_values([REQUEST, "_score"], ascending=[True, False])
-    top = ranked.groupby(REQUEST, sort=False).head(10)[[C.USER_ID, C.ITEM_ID]]
+    """Bias audit of the lists listeners would be shown (top 10 per holdout request after the
+    re-ranker) against what was listened to in training."""
+    owner = test.drop_duplicates(REQUEST).set_index(REQUEST)[C.USER_ID]
+    owner.index = owner.index.astype(str)
+    served = served_lists(test, scores, frames)
+    top = pd.DataFrame(
+        [(owner[r], item) for r, items in served.items() for item in items],
+        columns=[C.USER_ID, C.ITEM_ID],
+    )
     return audit_recommendations(
         top, frames["events"], frames["items"], frames["artists"], frames["users"],
         safety_policy(settings).audits,
@@ -148,9 +153,11 @@ def ndcg10_by_tier(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
 def _offline_metrics(
     test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
 ) -> dict[str, float]:
-    ranked = test.assign(_s=scores).sort_values([REQUEST, "_s"], ascending=[True, False])
-    recs = {str(r): list(g[C.ITEM_ID])[:10] for r, g in ranked.groupby(REQUEST)}
-    return {**_list_metrics(recs, test, frames), **ndcg10_by_tier(test, scores)}
+    """What the gate compares: list metrics (diversity, coverage, long tail, ...) on the lists
+    listeners are shown (ranker + re-ranker, since both ship together), and the ranker's own
+    ordering quality as graded NDCG@10 per tier (the primary metric)."""
+    served = served_lists(test, scores, frames)
+    return {**_list_metrics(served, test, frames), **ndcg10_by_tier(test, scores)}
 
 
 def _list_metrics(
@@ -162,40 +169,50 @@ def _list_metrics(
     )
 
 
+def served_lists(
+    test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame], rerank: bool = True
+) -> dict[str, list[str]]:
+    """Top 10 per holdout request as a listener would see it: the ranker's order, then (by
+    default) the configured re-ranker (diversity, artist cap, freshness, long tail, fairness,
+    safety) with the listener's market and age."""
+    base = test.assign(score=scores)
+    if not rerank:
+        ranked = base.sort_values([REQUEST, "score"], ascending=[True, False])
+        return {str(r): list(g[C.ITEM_ID])[:10] for r, g in ranked.groupby(REQUEST)}
+    items = frames["items"].drop_duplicates(C.ITEM_ID).set_index(C.ITEM_ID)
+    users = frames["users"].drop_duplicates(C.USER_ID).set_index(C.USER_ID)
+    share_above = play_share_above(play_counts(frames["events"]))
+    reranker = Reranker(load_reranking(default_reranking_path()))
+    recs: dict[str, list[str]] = {}
+    for request, g in base.groupby(REQUEST):
+        ordered = g.sort_values("score", ascending=False)
+        meta = items.reindex(ordered[C.ITEM_ID])
+        frame = pd.DataFrame(
+            {
+                "item_id": ordered[C.ITEM_ID].to_numpy(),
+                "score": ordered["score"].to_numpy(),
+                "artist_id": meta[C.ARTIST_ID].to_numpy(),
+                "genre": meta[C.GENRE].to_numpy(),
+                "explicit": meta[C.EXPLICIT].fillna(True).to_numpy(dtype=bool),
+                "play_share_above": share_above.reindex(ordered[C.ITEM_ID]).to_numpy(),
+                "release_date": meta[C.RELEASE_DATE].to_numpy(),
+                "available_markets": meta[C.AVAILABLE_MARKETS].to_numpy(),
+            }
+        )
+        user = users.loc[g[C.USER_ID].iloc[0]]
+        context = RequestContext(str(user[C.COUNTRY]), str(user[C.AGE_BUCKET]), g[C.TS].iloc[0])
+        recs[str(request)] = reranker.rerank(frame, context, 10).item_ids
+    return recs
+
+
 def rerank_tradeoff(
     test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
 ) -> pd.DataFrame:
     """NDCG@10, diversity and long-tail share with the re-ranker off and on (same requests)."""
-    items = frames["items"].drop_duplicates(C.ITEM_ID).set_index(C.ITEM_ID)
-    users = frames["users"].drop_duplicates(C.USER_ID).set_index(C.USER_ID)
-    share_above = play_share_above(play_counts(frames["events"]))
-    base = test.assign(score=scores)
-    reranker = Reranker(load_reranking(default_reranking_path()))
     gains = graded_gains(test, REQUEST, LABEL)
     rows = []
     for name, use in (("ranker only", False), ("ranker + re-ranker", True)):
-        recs: dict[str, list[str]] = {}
-        for request, g in base.groupby(REQUEST):
-            ordered = g.sort_values("score", ascending=False)
-            if not use:
-                recs[str(request)] = ordered[C.ITEM_ID].tolist()[:10]
-                continue
-            meta = items.reindex(ordered[C.ITEM_ID])
-            frame = pd.DataFrame(
-                {
-                    "item_id": ordered[C.ITEM_ID].to_numpy(),
-                    "score": ordered["score"].to_numpy(),
-                    "artist_id": meta[C.ARTIST_ID].to_numpy(),
-                    "genre": meta[C.GENRE].to_numpy(),
-                    "explicit": meta[C.EXPLICIT].fillna(True).to_numpy(dtype=bool),
-                    "play_share_above": share_above.reindex(ordered[C.ITEM_ID]).to_numpy(),
-                    "release_date": meta[C.RELEASE_DATE].to_numpy(),
-                    "available_markets": meta[C.AVAILABLE_MARKETS].to_numpy(),
-                }
-            )
-            user = users.loc[g[C.USER_ID].iloc[0]]
-            context = RequestContext(str(user[C.COUNTRY]), str(user[C.AGE_BUCKET]), g[C.TS].iloc[0])
-            recs[str(request)] = reranker.rerank(frame, context, 10).item_ids
+        recs = served_lists(test, scores, frames, rerank=use)
         m = _list_metrics(recs, test, frames)
         rows.append(
             {
