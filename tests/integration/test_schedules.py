@@ -23,7 +23,9 @@ def test_prefect_yaml_names_real_flows_and_the_ingest_event() -> None:
 
 def test_a_deployment_without_schedule_or_trigger_is_an_error(tmp_path: Path) -> None:
     bad = tmp_path / "prefect.yaml"
-    bad.write_text("deployments:\n  - name: lonely\n    entrypoint: flows/features.py:features_flow\n")
+    bad.write_text(
+        "deployments:\n  - name: lonely\n    entrypoint: flows/features.py:features_flow\n"
+    )
     with pytest.raises(ValueError, match="lonely"):
         load_specs(bad)
 
