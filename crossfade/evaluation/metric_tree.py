@@ -154,9 +154,7 @@ class MetricTree(_Strict):
             raise ValueError(f"offline.primary {self.offline.primary!r} is also a guardrail")
         for name in self.online:
             if self.direction_of(name) is None:
-                raise ValueError(
-                    f"online.{name}: not the north star, a primary KPI or a guardrail"
-                )
+                raise ValueError(f"online.{name}: not the north star, a primary KPI or a guardrail")
         return self
 
     def direction_of(self, name: str) -> Direction | None:
