@@ -185,15 +185,23 @@ def privacy_retention(
 @report_app.command("creators")
 def report_creators(
     impressions: Annotated[
-        Path, typer.Option(help="recommendation impressions: Parquet/CSV with item_id, country")
-    ],
+        Path | None,
+        typer.Option(
+            help="impressions file (Parquet/CSV with item_id, country); default: what the "
+            "recommenders served (<data root>/logs/requests)"
+        ),
+    ] = None,
     profile: ProfileOption = None,
 ) -> None:
     """Per artist and market: impressions and their share against listening share, and
     new-release exposure, as CSV and HTML under <data root>/reports/creators/."""
     from crossfade.safety import paths
     from crossfade.safety.bots import exclude_flagged, latest_flags
-    from crossfade.safety.creators import creator_report, write_creator_report
+    from crossfade.safety.creators import (
+        creator_report,
+        served_impressions,
+        write_creator_report,
+    )
 
     settings = settings_or_exit(profile)
     events = _events_or_exit(settings)
@@ -202,9 +210,18 @@ def report_creators(
         err_console.print("no bot flags yet (`crossfade safety bots`): counting every account")
     else:
         events = exclude_flagged(events, flags)
+    if impressions is not None:
+        shown = _read_table(impressions)
+    else:
+        shown = served_impressions(paths.logs_dir(settings) / "requests")
+        if shown.empty:
+            raise fail(
+                "nothing served yet: no request logs under "
+                f"{paths.logs_dir(settings) / 'requests'}; run `make run` or pass --impressions"
+            )
     try:
         report = creator_report(
-            _read_table(impressions), events, _lake_frame(settings, "items"),
+            shown, events, _lake_frame(settings, "items"),
             datetime.now(UTC).date(), settings.candidates.fresh_release_days,
         )  # fmt: skip
     except ValueError as exc:

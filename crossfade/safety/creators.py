@@ -8,6 +8,7 @@ share. New-release exposure counts impressions of items released within the fres
 from __future__ import annotations
 
 import html
+import json
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -92,3 +93,19 @@ def write_creator_report(report: pd.DataFrame, folder: Path) -> tuple[Path, Path
     )
     atomic_write_text(html_path, page)
     return csv_path, html_path
+
+
+def served_impressions(requests_dir: Path) -> pd.DataFrame:
+    """Impressions (item_id, country) from the recommenders' request logs (JSONL rows with the
+    listener's market and the items served); empty when nothing was served yet."""
+    rows: list[tuple[str, str]] = []
+    for path in sorted(requests_dir.glob("*.jsonl")) if requests_dir.is_dir() else []:
+        with path.open() as handle:
+            for line in handle:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash: skip it, keep the rest
+                country = str(record.get("country") or "")
+                rows.extend((str(item), country) for item in record.get("items") or [])
+    return pd.DataFrame(rows, columns=[C.ITEM_ID, C.COUNTRY])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,3 +119,16 @@ def test_a_market_with_too_few_expected_local_slots_is_reported_not_gated(
     se = [r for r in result.reasons if r.startswith("market SE")]
     assert se and "not gated" in se[0]
     assert not any(r.startswith("market SE") for r in failed_reasons(result))
+
+
+def test_served_impressions_come_from_the_request_logs(tmp_path: Path) -> None:
+    from crossfade.safety.creators import served_impressions
+
+    logs = tmp_path / "requests"
+    logs.mkdir()
+    (logs / "blue-1.jsonl").write_text(
+        '{"country": "SE", "items": ["i1", "i2"]}\n{"country": "US", "items": ["i3"]}\n{"cut'
+    )
+    shown = served_impressions(logs)
+    assert shown.to_dict("list") == {C.ITEM_ID: ["i1", "i2", "i3"], C.COUNTRY: ["SE", "SE", "US"]}
+    assert served_impressions(tmp_path / "missing").empty
