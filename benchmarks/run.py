@@ -15,6 +15,8 @@ BENCHMARKS = (
     "benchmarks.ranker",
     "benchmarks.bots",
     "benchmarks.serving_pipeline",
+    "benchmarks.serving",
+    "benchmarks.lifecycle",
 )
 
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 import orjson
 
 from deployments.gateway.pairing import PairOutcome, compare
@@ -47,13 +47,13 @@ class ShadowMirror:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        session: aiohttp.ClientSession,
         sink: PairSink,
         *,
         max_inflight: int,
         metrics: Any | None = None,
     ) -> None:
-        self.client = client
+        self.session = session
         self.sink = sink
         self.max_inflight = max_inflight
         self.metrics = metrics
@@ -84,12 +84,12 @@ class ShadowMirror:
         started = time.perf_counter()
         outcome: PairOutcome | None = None
         try:
-            response = await self.client.post(
-                "/recommend", content=body, headers={"content-type": "application/json"}
-            )
+            async with self.session.post("/recommend", data=body) as response:
+                content = await response.read()
             latency_ms = (time.perf_counter() - started) * 1000
-            response.raise_for_status()
-            shadow_items, shadow_scores = ranked(orjson.loads(response.content))
+            if response.status >= 400:
+                raise RuntimeError(f"shadow answered HTTP {response.status}")
+            shadow_items, shadow_scores = ranked(orjson.loads(content))
             live_items, live_scores = ranked(live)
             outcome = compare(live_items, live_scores, shadow_items, shadow_scores, k)
         except Exception as exc:  # any failure of shadow is an observation, never an error

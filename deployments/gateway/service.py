@@ -19,8 +19,10 @@ import os
 from typing import Any
 
 import bentoml
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from crossfade.config import Settings, load_settings
 from deployments.gateway.admin import AdminAPI
@@ -34,8 +36,6 @@ from deployments.rollout.store import RolloutStore
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 log = logging.getLogger(__name__)
-
-app = FastAPI(title="crossfade gateway", docs_url=None, redoc_url=None)
 
 
 def slot_urls(settings: Settings) -> dict[str, str]:
@@ -55,7 +55,57 @@ def _send(reply: Reply) -> Response:
     return Response(reply.body, reply.status, reply.headers, media_type="application/json")
 
 
-@bentoml.service(name="crossfade-gateway", traffic={"timeout": 30})
+_instance: list[Gateway] = []  # the process's service object, for the route functions
+
+
+def _service() -> Gateway:
+    if not _instance:
+        raise RuntimeError("the gateway is starting; retry when /readyz answers 200")
+    return _instance[0]
+
+
+async def recommend(request: Request) -> Response:
+    """Recommendations for one listener from the slot the rollout assigns them."""
+    return _send(await _service()._core().recommend(await request.body()))
+
+
+async def feedback(request: Request) -> Response:
+    """A play, skip or save, forwarded to the slot that served the listener."""
+    return _send(await _service()._core().feedback(await request.body()))
+
+
+async def release(request: Request) -> Response:
+    """The release API (status, history, start, promote, pause, resume, rollback)."""
+    reply = await _service().admin.handle(
+        request.path_params["action"],
+        method=request.method,
+        authorization=request.headers.get("authorization"),
+        raw=await request.body(),
+        query=dict(request.query_params),
+    )
+    return _send(reply)
+
+
+# Plain Starlette routes (no FastAPI): the handlers take no injected `self`, which BentoML
+# resolves through a dependency run in a worker thread, two thread hops per request.
+app = Starlette(
+    routes=[
+        Route("/recommend", recommend, methods=["POST"]),
+        Route("/feedback", feedback, methods=["POST"]),
+        Route("/admin/release/{action}", release, methods=["GET", "POST"]),
+    ]
+)
+
+
+@bentoml.service(
+    name="crossfade-gateway",
+    traffic={"timeout": 30},
+    workers=1,  # one event loop: routing state, mirror cap and metrics stay per process
+    # Per-request costs the gateway does not need on its hot path: an access-log line (its own
+    # observations and metrics record every request) and OpenTelemetry spans (no exporter).
+    logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/recommend", "/feedback"]},
+)
 @bentoml.asgi_app(app, path="/")
 class Gateway:
     """Routes listeners to blue / green, mirrors to shadow, records observations, admin API."""
@@ -67,6 +117,7 @@ class Gateway:
         self.admin = AdminAPI(self.settings)
         self.core: GatewayCore | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        _instance[:] = [self]
 
     @bentoml.on_startup
     async def _start(self) -> None:
@@ -116,25 +167,3 @@ class Gateway:
         if self.core is None:  # requests before start-up finished
             raise RuntimeError("the gateway is starting; retry when /readyz answers 200")
         return self.core
-
-    @app.post("/recommend")
-    async def recommend(self, request: Request) -> Response:
-        """Recommendations for one listener from the slot the rollout assigns them."""
-        return _send(await self._core().recommend(await request.body()))
-
-    @app.post("/feedback")
-    async def feedback(self, request: Request) -> Response:
-        """A play, skip or save, forwarded to the slot that served the listener."""
-        return _send(await self._core().feedback(await request.body()))
-
-    @app.api_route("/admin/release/{action}", methods=["GET", "POST"])
-    async def release(self, action: str, request: Request) -> Response:
-        """The release API (status, history, start, promote, pause, resume, rollback)."""
-        reply = await self.admin.handle(
-            action,
-            method=request.method,
-            authorization=request.headers.get("authorization"),
-            raw=await request.body(),
-            query=dict(request.query_params),
-        )
-        return _send(reply)

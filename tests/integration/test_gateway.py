@@ -26,6 +26,7 @@ from crossfade import columns as C
 from crossfade.config import Settings, load_settings
 from crossfade.data import lake
 from deployments.gateway.routing import route
+from deployments.rollout.guardrails import guardrails_path, load_guardrails
 from deployments.rollout.store import RolloutStore
 from deployments.serve import Stack, settings_env, start_stack
 from model_registry.ranker import MODEL_NAME as RANKER
@@ -255,7 +256,9 @@ def test_canary_routes_listeners_by_the_stable_hash(
     stack: Stack, listeners: list[str], trained: Settings
 ) -> None:
     with httpx.Client(base_url=stack.gateway_url, timeout=120) as client:
-        for _ in range(4):  # SHADOW -> canary 1 % -> 5 % -> 25 % -> 50 %
+        steps = load_guardrails(guardrails_path(trained)).canary.steps
+        assert steps[-1] == 50, "this test walks the canary up to its last step, 50 %"
+        for _ in steps:  # SHADOW -> each canary step in turn, ending at 50 %
             reply = client.post("/admin/release/promote", headers=RM, json={"reason": "test"})
             assert reply.status_code == 200, reply.text
         assert reply.json()["green_percent"] == 50
