@@ -5,12 +5,18 @@
 handle with the base URL; a process that exits or is not ready in time raises
 `ServiceStartError` with the tail of its stderr. Used for the blue, green and shadow
 recommenders, the gateway, the integration tests and the drills.
+
+Each service gets a private `BENTOML_HOME` unless `env` names one: `bentoml serve` empties
+`$BENTOML_HOME/prometheus_multiproc_dir` at start-up, so a shared home would wipe the metrics
+of every BentoML process already running. Stopping walks the process tree (psutil): BentoML's
+workers run in sessions of their own, beyond the reach of a signal to the process group.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +29,7 @@ from types import TracebackType
 from typing import IO
 
 import httpx
+import psutil
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -48,6 +55,7 @@ class ServiceProcess:
     process: subprocess.Popen[bytes]
     stderr_path: Path
     _stderr: IO[bytes] = field(repr=False)
+    private_home: Path | None = None  # a BENTOML_HOME this handle created and removes at stop
 
     @property
     def url(self) -> str:
@@ -65,17 +73,39 @@ class ServiceProcess:
         """Whether the process is still running."""
         return self.process.poll() is None
 
+    def tree(self) -> list[psutil.Process]:
+        """The `bentoml serve` process and every descendant (its workers) still running."""
+        try:
+            root = psutil.Process(self.process.pid)
+            return [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM the process group (bentoml forks workers), SIGKILL if it lingers."""
+        """SIGTERM the process group (bentoml stops its workers); SIGKILL the tree if it lingers.
+
+        The tree is taken before SIGTERM: once the arbiter is gone its workers (in sessions of
+        their own) could no longer be found through it.
+        """
         if self.alive():
+            tree = self.tree()
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
+                for proc in [*tree, *self.tree()]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        proc.kill()
                 self.process.wait(timeout=timeout)
+            _, alive = psutil.wait_procs(tree, timeout=timeout)
+            for proc in alive:  # a worker that outlived its arbiter's SIGTERM
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    proc.kill()
+            psutil.wait_procs(alive, timeout=timeout)
         self._stderr.close()
+        if self.private_home is not None:
+            shutil.rmtree(self.private_home, ignore_errors=True)
         return self.process.returncode
 
     def __enter__(self) -> ServiceProcess:
@@ -127,11 +157,17 @@ def start_service(
 
     `target` is "module.path:ServiceClass"; the process runs from the repository root with
     the current environment plus `env` (e.g. CROSSFADE_DATA_ROOT, CROSSFADE_SERVING__SLOT).
+    Without `BENTOML_HOME` in `env` the process gets a private one (a temporary directory,
+    removed by `stop()`), so its start-up cannot wipe other services' metrics.
     """
     port = port or free_port()
     stderr_path = Path(tempfile.mkstemp(prefix="crossfade-service-", suffix=".log")[1])
     stderr = stderr_path.open("wb")
     full_env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", **(env or {})}
+    private_home = None
+    if "BENTOML_HOME" not in (env or {}):
+        private_home = Path(tempfile.mkdtemp(prefix="crossfade-bentoml-"))
+        full_env["BENTOML_HOME"] = str(private_home)
     full_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), full_env.get("PYTHONPATH", "")) if p
     )
@@ -147,7 +183,7 @@ def start_service(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    service = ServiceProcess(target, port, process, stderr_path, stderr)
+    service = ServiceProcess(target, port, process, stderr_path, stderr, private_home)
     if wait:
         wait_ready(service, ready_timeout)
     return service
