@@ -185,9 +185,13 @@ class PrivacySettings(StrictModel):
     pseudonym_key: SecretStr | None = Field(
         None, description="HMAC key; set CROSSFADE_PRIVACY__PSEUDONYM_KEY, never a config file"
     )
-    pseudonym_key_file: Path | None = Field(None, description="file holding the key instead")
+    pseudonym_key_file: Path | None = Field(
+        None,
+        description="file holding the key instead; with neither, the local profile makes "
+        "<data root>/secrets/pseudonym.key (mode 0600) and the others refuse to start",
+    )
     pseudonymize_at_ingest: bool = Field(
-        False, description="replace listener ids by keyed pseudonyms when a batch is ingested"
+        True, description="replace listener ids by keyed pseudonyms when a batch is ingested"
     )
     retention_days: int = Field(400, ge=1, description="raw event partitions older are dropped")
 

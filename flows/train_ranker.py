@@ -59,6 +59,7 @@ from crossfade.safety.audits import SECTION_TITLE as AUDIT_SECTION
 from crossfade.safety.audits import AuditResult, audit_recommendations, audit_section_html
 from crossfade.safety.bots import human_events
 from crossfade.safety.paths import bot_flags_dir, safety_policy
+from crossfade.safety.privacy import listener_view
 from feature_repo.definitions import RANKER_SERVICE, feature_table_path
 from feature_repo.store import open_store
 from feature_repo.training import training_set
@@ -103,7 +104,8 @@ def _simulated_world(settings: Settings) -> tuple[World, dict[str, pd.DataFrame]
     }
     # Flagged stream-farm accounts teach the ranker nothing (latest bot-detection run).
     frames["events"], _ = human_events(frames["events"], bot_flags_dir(settings))
-    return World.load(truth), frames
+    # The world stands for the listeners' devices: it answers to the ids the stores hold.
+    return listener_view(settings, World.load(truth)), frames
 
 
 def champion_on_holdout(

@@ -15,14 +15,19 @@ from crossfade.experiments.definition import ExperimentDefinition, ExperimentErr
 from crossfade.experiments.policies import PlantedEffectPolicy, Policy, PopularityPolicy
 from crossfade.experiments.report import write_report
 from crossfade.experiments.simulate import simulate_experiment
+from crossfade.safety.privacy import listener_view
 
 
 def load_world(settings: Settings) -> World:
-    """The world of the latest simulated batch in the lake, else one built from the settings."""
+    """The world of the latest simulated batch in the lake, else one built from the settings,
+    with its listeners known by the ids the stores hold (pseudonyms by default), so
+    exposures, units and served slates never carry a raw id."""
     published = [m for m in lake.manifests(settings.lake_dir) if m["source"] == "simulator"]
     if published:
-        return World.load(settings.truth_dir / published[-1]["batch_id"])
-    return build_world(settings.simulator, settings.seed)
+        world = World.load(settings.truth_dir / published[-1]["batch_id"])
+    else:
+        world = build_world(settings.simulator, settings.seed)
+    return listener_view(settings, world)
 
 
 def builtin_policy(spec: str, world: World) -> Policy:

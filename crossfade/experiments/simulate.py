@@ -7,6 +7,10 @@ by how their last session went (the share of plays they listened to the end), so
 recommendations also move the retention proxy. A returning listener makes one request, gets
 a slate from the policy of their variant and plays it. Days before 0 are the pre-period (all
 listeners on the control policy), used by CUPED.
+
+Listener ids are those of the world given: `run.load_world` gives the listener view
+(`crossfade.safety.privacy.listener_view`), so units, daily rows, exposures and the ids policies
+are asked for are the stores' pseudonyms, and `World.respond` answers to them.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ a slate of them (uniformly shuffled, so labels are not biased by a previous rank
 and `World.respond` says what the listener did with each shown item. Every shown item that
 the listener reached becomes a row; its label is the policy's grade of what happened.
 
+Listener ids are the stores' (pseudonyms by default): `world` must be the listener view of
+the simulated world (`crossfade.safety.privacy.listener_view`), which answers to them.
+
 Each row carries the candidate model's crosses (`candidate_features`: the same function
 serves training and serving) and the request inputs of the `request_context` view (request
 time, the listener's UTC offset, device and platform). Listener and item features are joined
@@ -95,6 +98,14 @@ def simulated_impressions(
     The device and platform of a request are those its events were played on, and the UTC
     offset is the listener's (a client sends both with the request).
     """
+    known = set(map(str, world.listeners.user_ids))  # type: ignore[attr-defined]
+    strangers = sum(1 for u in users if u not in known)
+    if strangers:
+        raise ValueError(
+            f"{strangers} of {len(users)} listener ids are not known to the world: the lake "
+            "holds pseudonyms and the world raw ids (or the reverse, or another key); pass "
+            "`crossfade.safety.privacy.listener_view(settings, world)`"
+        )
     rng = np.random.default_rng(seed)
     offsets = world.listeners.utc_offset  # type: ignore[attr-defined]
     frames = []

@@ -5,17 +5,31 @@ or a key file): stable for one key, so joins still work, and irreversible withou
 itself is never logged or stored; only its key id (a short hash of the key) is recorded, so a
 rotation is visible and data pseudonymized under two keys is never silently mixed.
 Retention drops whole raw-event partitions of the lake older than the limit.
+
+Pseudonymization at ingestion is on by default. The embedded (`local`) profile makes its own
+random key file under the data root on first use; the `services` and `cluster` profiles must be
+given a key. Everything downstream of the lake is keyed by pseudonyms; the simulated world
+(which stands for the listeners' devices and may know raw ids) is seen through
+`listener_view`, and a recommender pseudonymizes a client's account id at its edge
+(`edge_pseudonymizer`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
+import logging
+import os
+import secrets
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -23,21 +37,69 @@ import pyarrow.parquet as pq
 from crossfade import columns as C
 from crossfade.config import Settings
 from crossfade.data import lake
+from crossfade.data.simulator.world import World
 
 PSEUDONYM_PREFIX = "p"
 PSEUDONYM_HEX = 24  # 96 bits: no collisions at any listener count we will see
 KEY_ID_HEX = 12
-KEY_FILE = "pseudonym_key.json"
+KEY_FILE = "pseudonym_key.json"  # the key id the stores use (never the key)
+LOCAL_KEY_DIR = "secrets"
+LOCAL_KEY_NAME = "pseudonym.key"  # the local profile's own key: <data root>/secrets/pseudonym.key
+LOCAL_KEY_BYTES = 32
 RAW_EVENT_TABLES = ("events", "ad_impressions")  # fact tables the retention limit applies to
 LISTENER_TABLES = ("users", "events", "ad_impressions", "onboarding")
+
+
+log = logging.getLogger(__name__)
 
 
 class PrivacyError(RuntimeError):
     """A privacy step cannot run safely; the message says what is missing and what to do."""
 
 
+def local_key_path(settings: Settings) -> Path:
+    """Where the `local` profile keeps the key it made itself (under the data root)."""
+    return settings.data_root / LOCAL_KEY_DIR / LOCAL_KEY_NAME
+
+
+def _local_key(settings: Settings) -> bytes:
+    """The local profile's key file, created (random, mode 0600) when absent.
+
+    Creation is atomic and race-free between processes: the key is written to a private
+    temporary file that is then hard-linked into place, which fails if another process won.
+    Only the creator says so, and never with the key.
+    """
+    path = local_key_path(settings)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(path.parent, 0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(LOCAL_KEY_BYTES) + "\n")
+                out.flush()
+                os.fsync(out.fileno())
+            os.link(tmp, path)
+            log.warning(
+                "no pseudonym key was configured: created a local key file (back it up with "
+                "the data root; docs/privacy.md)",
+                extra={"path": str(path)},
+            )
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+        finally:
+            tmp.unlink(missing_ok=True)
+    text = path.read_text().strip()
+    if not text:
+        raise PrivacyError(f"the local pseudonym key file {path} is empty; restore it from backup")
+    return text.encode("utf-8")
+
+
 def pseudonym_key(settings: Settings) -> bytes:
-    """The configured key (env var first, then the key file); PrivacyError when there is none."""
+    """The configured key (env var first, then the key file); the `local` profile falls back to
+    its own key file under the data root (created on first use). PrivacyError for the
+    `services` and `cluster` profiles when no key is configured."""
     secret = settings.privacy.pseudonym_key
     if secret is not None and secret.get_secret_value():
         return secret.get_secret_value().encode("utf-8")
@@ -51,9 +113,13 @@ def pseudonym_key(settings: Settings) -> bytes:
             ) from None
         if text:
             return text.encode("utf-8")
+        raise PrivacyError(f"the pseudonym key file {path} is empty; put the key in it")
+    if settings.profile == "local":
+        return _local_key(settings)
     raise PrivacyError(
-        "no pseudonym key: set CROSSFADE_PRIVACY__PSEUDONYM_KEY or privacy.pseudonym_key_file "
-        "(a file readable only by the service; see docs/privacy.md)"
+        f"no pseudonym key for the {settings.profile!r} profile: set "
+        "CROSSFADE_PRIVACY__PSEUDONYM_KEY or CROSSFADE_PRIVACY__PSEUDONYM_KEY_FILE (a file "
+        "readable only by the service account; see docs/privacy.md)"
     )
 
 
@@ -186,6 +252,83 @@ def pseudonymize_staged(settings: Settings, batch_dir: Path) -> str:
     """The ingestion step: pseudonymize a staged batch under the configured key (which must
     match the key the stores already use); returns the key id recorded in batch.json."""
     key = pseudonym_key(settings)
+    published = lake.manifests(settings.lake_dir)
+    if published and not (settings.data_root / "privacy" / KEY_FILE).is_file():
+        raise PrivacyError(
+            f"the lake already holds {len(published)} batch(es) with raw listener ids "
+            "(published with privacy.pseudonymize_at_ingest off); mixing them with pseudonyms "
+            "would split every listener in two: start from an empty data root, or set "
+            "privacy.pseudonymize_at_ingest: false for this data root (docs/privacy.md)"
+        )
     kid = record_key_id(settings, key)
     pseudonymize_batch(batch_dir, key)
     return kid
+
+
+def stores_are_pseudonymous(settings: Settings) -> bool:
+    """Whether the platform's stores hold pseudonyms rather than raw listener ids.
+
+    The key id recorded at ingestion (`record_key_id`) is the proof that they do. With no
+    record, a lake that already holds published batches holds raw ids (they were ingested with
+    pseudonymization off); an empty lake follows `privacy.pseudonymize_at_ingest`.
+    """
+    if (settings.data_root / "privacy" / KEY_FILE).is_file():
+        return True
+    if lake.manifests(settings.lake_dir):
+        return False
+    return settings.privacy.pseudonymize_at_ingest
+
+
+def stores_key(settings: Settings) -> bytes | None:
+    """The key the stores' pseudonyms were made with, or None when the stores hold raw ids.
+
+    Refuses (PrivacyError) a configured key whose id differs from the recorded one: its
+    pseudonyms would match nothing that is stored.
+    """
+    if not stores_are_pseudonymous(settings):
+        return None
+    key = pseudonym_key(settings)
+    path = settings.data_root / "privacy" / KEY_FILE
+    if path.is_file():
+        known = json.loads(path.read_text()).get("key_id")
+        if known != key_id(key):
+            raise PrivacyError(
+                f"the configured pseudonym key (key id {key_id(key)}) is not the one the stores "
+                f"use (key id {known}); configure that key, or re-key (docs/privacy.md)"
+            )
+    return key
+
+
+def pseudonymous_world(world: World, key: bytes) -> World:
+    """The same world with each listener known by their pseudonym under `key`.
+
+    The forward map is built by pseudonymizing the world's own user ids, so `user_index`,
+    `true_affinity` and `respond` take pseudonyms (and the events `respond` returns carry
+    them), exactly as the platform's stores know the listeners.
+    """
+    listeners = world.listeners
+    pseudonyms = np.array([pseudonymize(str(u), key) for u in listeners.user_ids], dtype=object)
+    return dataclasses.replace(
+        world, listeners=dataclasses.replace(listeners, user_ids=pseudonyms), _index={}
+    )
+
+
+def listener_view(settings: Settings, world: World) -> World:
+    """The world as the stores know its listeners: pseudonymous when the stores are
+    (`stores_key`), else the world itself."""
+    key = stores_key(settings)
+    return world if key is None else pseudonymous_world(world, key)
+
+
+def edge_pseudonymizer(settings: Settings) -> Callable[[str], str]:
+    """What a service applies to the account id a client sends before anything else sees it:
+    its pseudonym when the stores are pseudonymous, else the id unchanged."""
+    key = stores_key(settings)
+    if key is None:
+        return str
+
+    @lru_cache(maxsize=65_536)
+    def to_pseudonym(raw_id: str) -> str:
+        return pseudonymize(raw_id, key)
+
+    return to_pseudonym

@@ -23,6 +23,10 @@ served (candidate order, or ranked order without re-ranking). Budgets are checke
 stage ends: Python cannot pre-empt a running stage. Whatever the path, the response passes
 the age and market safety check (`crossfade.reranking.safety`): minors never get explicit
 items and nothing unplayable in the market is shown.
+
+Listener ids here are the stores' ids (keyed pseudonyms by default): the recommender service
+pseudonymizes the account id a client sends at its edge (`safety.privacy.edge_pseudonymizer`)
+before the pipeline, the logs or an error message see it.
 """
 
 from __future__ import annotations

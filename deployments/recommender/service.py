@@ -5,7 +5,8 @@ Run one process per slot (`CROSSFADE_SERVING__SLOT=blue|green|shadow`), e.g. thr
 Models load in a background thread at start-up: /healthz answers at once, /readyz is 503
 until the models are loaded and the item-feature cache is warm. /admin/reload loads new
 refs beside the serving ones and swaps atomically; a failed load keeps the old ones.
-API and fallbacks: docs/serving.md.
+/admin/faults (drills only, `serving.allow_fault_injection`) makes this one slot slow, failing
+or degenerate at runtime. API and fallbacks: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -13,15 +14,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import random
 import threading
 import time
+import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import bentoml
+from pydantic import BaseModel, ConfigDict, Field
 
 from crossfade.config import load_settings
 from crossfade.log import configure_logging, get_logger
+from crossfade.safety.privacy import edge_pseudonymizer
 from crossfade.serving import fallbacks as F
 from crossfade.serving.api import (
     FeedbackEvent,
@@ -43,33 +50,72 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 log = get_logger("deployments.recommender")
 PIPELINE_ERROR = "pipeline_error"
 
-STAGE_SECONDS = bentoml.metrics.Histogram(
-    name="crossfade_recommender_stage_seconds",
-    documentation="time spent per pipeline stage",
-    labelnames=["slot", "stage"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
-)
-REQUEST_SECONDS = bentoml.metrics.Histogram(
-    name="crossfade_recommender_request_seconds",
-    documentation="time to answer /recommend, all stages",
-    labelnames=["slot", "shelf"],
-    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
-)
-FALLBACKS = bentoml.metrics.Counter(
-    name="crossfade_recommender_fallbacks",
-    documentation="requests that took a fallback, by fallback name",
-    labelnames=["slot", "fallback"],
-)
-STALE_FEATURES = bentoml.metrics.Counter(
-    name="crossfade_recommender_stale_features",
-    documentation="feature rows served as defaults (user/item, missing/stale)",
-    labelnames=["slot", "kind"],
-)
-FEEDBACK_EVENTS = bentoml.metrics.Counter(
-    name="crossfade_recommender_feedback",
-    documentation="feedback events received, by event and the slot that served the item",
-    labelnames=["slot", "event", "served_by"],
-)
+INJECTED_ERROR = "injected fault (drill): error_rate"
+STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+REQUEST_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+@dataclass(frozen=True)
+class RecommenderMetrics:
+    """Handles on the recommender's Prometheus metrics (docs/serving.md lists them)."""
+
+    stage_seconds: Any  # Histogram{slot, stage}
+    request_seconds: Any  # Histogram{slot, shelf}
+    fallbacks: Any  # Counter{slot, fallback}
+    stale_features: Any  # Counter{slot, kind}
+    feedback: Any  # Counter{slot, event, served_by}
+
+
+@cache
+def recommender_metrics() -> RecommenderMetrics:
+    """Create (once per process, inside the worker) and return the recommender's metrics.
+
+    Not at import time: BentoML sets the Prometheus multiprocess directory after importing the
+    service module, and metrics created before that never reach `/metrics`.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # still BentoML's multiprocess path
+        metrics: Any = bentoml.metrics
+        counter, histogram = metrics.Counter, metrics.Histogram
+    return RecommenderMetrics(
+        stage_seconds=histogram(
+            name="crossfade_recommender_stage_seconds",
+            documentation="time spent per pipeline stage",
+            labelnames=["slot", "stage"],
+            buckets=STAGE_BUCKETS,
+        ),
+        request_seconds=histogram(
+            name="crossfade_recommender_request_seconds",
+            documentation="time to answer /recommend, all stages",
+            labelnames=["slot", "shelf"],
+            buckets=REQUEST_BUCKETS,
+        ),
+        fallbacks=counter(
+            name="crossfade_recommender_fallbacks",
+            documentation="requests that took a fallback, by fallback name",
+            labelnames=["slot", "fallback"],
+        ),
+        stale_features=counter(
+            name="crossfade_recommender_stale_features",
+            documentation="feature rows served as defaults (user/item, missing/stale)",
+            labelnames=["slot", "kind"],
+        ),
+        feedback=counter(
+            name="crossfade_recommender_feedback",
+            documentation="feedback events received, by event and the slot that served the item",
+            labelnames=["slot", "event", "served_by"],
+        ),
+    )
+
+
+class FaultRequest(BaseModel):
+    """POST /admin/faults: what to break in this slot (all off by default = healthy)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    latency_ms: int = Field(0, ge=0, le=60_000, description="added to every /recommend")
+    error_rate: float = Field(0.0, ge=0.0, le=1.0, description="share answered with HTTP 500")
+    degenerate: bool = Field(False, description="the same few items for every listener")
 
 
 def pseudonym(value: str) -> str:
@@ -85,12 +131,18 @@ class Recommender:
         configure_logging()
         self.settings = load_settings()
         self.slot = self.settings.serving.slot
+        # Clients send account ids; only their keyed pseudonyms go further (docs/privacy.md).
+        self.to_pseudonym = edge_pseudonymizer(self.settings)
         root = self.settings.data_root
         size = self.settings.serving.log_batch_size
         self.request_log = BatchedLog(logs_dir(root, REQUESTS), self.slot, size)
         self.feedback_log = BatchedLog(logs_dir(root, FEEDBACK), self.slot, size)
+        self.metrics = recommender_metrics()
         self.pipeline: RecommendationPipeline | None = None
         self.load_error: str | None = None
+        self.faults = FaultRequest()
+        self._fault_rng = random.Random(self.settings.seed)
+        self._degenerate_items: list[dict[str, Any]] | None = None
         self._reload_lock = threading.Lock()
         self._stop = threading.Event()
         threading.Thread(target=self._initial_load, name="model-load", daemon=True).start()
@@ -129,10 +181,22 @@ class Recommender:
     # --- API -----------------------------------------------------------------------------
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     def recommend(
-        self, listener_id: str, context: RequestContext, shelf: Shelf, k: int
+        self,
+        listener_id: str,
+        context: RequestContext,
+        shelf: Shelf,
+        k: int,
+        ctx: bentoml.Context,
     ) -> dict[str, Any]:
         """Recommendations for one listener, shelf and context (contract: docs/serving.md)."""
         started = time.perf_counter()
+        listener_id = self.to_pseudonym(listener_id)  # features, logs, answer: pseudonym only
+        faults = self.faults
+        if faults.latency_ms:
+            time.sleep(faults.latency_ms / 1000.0)
+        if faults.error_rate and self._fault_rng.random() < faults.error_rate:
+            ctx.response.status_code = 500
+            return {"error": f"{INJECTED_ERROR}={faults.error_rate:g}"}
         request = RecommendRequest.model_construct(
             listener_id=listener_id, context=context, shelf=shelf, k=k
         )
@@ -144,18 +208,23 @@ class Recommender:
                 result = pipeline.recommend(request)
                 answer = result.response(self.slot)
                 for kind, n in result.stale.items():
-                    STALE_FEATURES.labels(slot=self.slot, kind=kind).inc(n)
+                    self.metrics.stale_features.labels(slot=self.slot, kind=kind).inc(n)
             except Exception as exc:
                 log.error(
                     "pipeline error",
                     extra={"listener": pseudonym(listener_id), "error": repr(exc)},
                 )
                 answer = self._empty(request, PIPELINE_ERROR)
+        if faults.degenerate:
+            answer = self._degenerate(answer, k)
+        metrics = self.metrics
         for stage, ms in answer["stage_ms"].items():
-            STAGE_SECONDS.labels(slot=self.slot, stage=stage).observe(ms / 1000.0)
+            metrics.stage_seconds.labels(slot=self.slot, stage=stage).observe(ms / 1000.0)
         for name in answer["fallbacks"]:
-            FALLBACKS.labels(slot=self.slot, fallback=name).inc()
-        REQUEST_SECONDS.labels(slot=self.slot, shelf=shelf).observe(time.perf_counter() - started)
+            metrics.fallbacks.labels(slot=self.slot, fallback=name).inc()
+        metrics.request_seconds.labels(slot=self.slot, shelf=shelf).observe(
+            time.perf_counter() - started
+        )
         self.request_log.append(
             {
                 "ts": datetime.now(UTC).isoformat(),
@@ -172,6 +241,13 @@ class Recommender:
             }
         )
         return answer
+
+    def _degenerate(self, answer: dict[str, Any], k: int) -> dict[str, Any]:
+        """Injected fault: the first answer's items, served to every later listener."""
+        if self._degenerate_items is None and answer["items"]:
+            self._degenerate_items = [dict(item) for item in answer["items"][:3]]
+        items = self._degenerate_items or answer["items"]
+        return {**answer, "items": [dict(item) for item in items[:k]]}
 
     def _empty(self, request: RecommendRequest, fallback: str) -> dict[str, Any]:
         pipeline = self.pipeline
@@ -201,7 +277,8 @@ class Recommender:
         ctx: bentoml.Context,
     ) -> dict[str, Any]:
         """A play, skip or save of a recommended item: logged and counted (202 Accepted)."""
-        FEEDBACK_EVENTS.labels(slot=self.slot, event=event, served_by=slot or "unknown").inc()
+        listener_id = self.to_pseudonym(listener_id)  # the feedback log holds pseudonyms only
+        self.metrics.feedback.labels(slot=self.slot, event=event, served_by=slot or "unknown").inc()
         self.feedback_log.append(
             {
                 "ts": timestamp.isoformat(),
@@ -220,14 +297,9 @@ class Recommender:
     @bentoml.api(route="/admin/reload", input_spec=ReloadRequest)
     def admin_reload(self, candidates: str, ranker: str, ctx: bentoml.Context) -> dict[str, Any]:
         """Load other model refs off the request path, then swap atomically (bearer token)."""
-        token = self.settings.serving.admin_token
-        if token is None:
-            ctx.response.status_code = 403
-            return {"error": "admin API disabled: set CROSSFADE_SERVING__ADMIN_TOKEN"}
-        header = ctx.request.headers.get("authorization", "")
-        if not hmac.compare_digest(header.encode(), f"Bearer {token.get_secret_value()}".encode()):
-            ctx.response.status_code = 401
-            return {"error": "missing or wrong bearer token"}
+        refused = self._refuse_admin(ctx)
+        if refused is not None:
+            return refused
         if not self._reload_lock.acquire(blocking=False):
             ctx.response.status_code = 409
             return {"error": "a reload is already running; retry when it ends"}
@@ -257,3 +329,38 @@ class Recommender:
                 "ranker": fresh.models.ranker_version,
             },
         }
+
+    @bentoml.api(route="/admin/faults", input_spec=FaultRequest)
+    def admin_faults(
+        self, latency_ms: int, error_rate: float, degenerate: bool, ctx: bentoml.Context
+    ) -> dict[str, Any]:
+        """Drills only: make this slot slow, failing or degenerate now (all off = healthy).
+
+        Refused (403) unless `serving.allow_fault_injection` is true; needs the admin token.
+        """
+        if not self.settings.serving.allow_fault_injection:
+            ctx.response.status_code = 403
+            return {
+                "error": "fault injection is off: it is a drill-only control, enabled by "
+                "serving.allow_fault_injection (CROSSFADE_SERVING__ALLOW_FAULT_INJECTION=true)"
+            }
+        refused = self._refuse_admin(ctx)
+        if refused is not None:
+            return refused
+        faults = FaultRequest(latency_ms=latency_ms, error_rate=error_rate, degenerate=degenerate)
+        self._degenerate_items = None
+        self.faults = faults  # one reference assignment, like the pipeline swap
+        log.warning("faults injected", extra={"slot": self.slot, **faults.model_dump()})
+        return {"slot": self.slot, "faults": faults.model_dump()}
+
+    def _refuse_admin(self, ctx: bentoml.Context) -> dict[str, Any] | None:
+        """The error body (status set on ctx) unless the bearer token is the admin token."""
+        token = self.settings.serving.admin_token
+        if token is None:
+            ctx.response.status_code = 403
+            return {"error": "admin API disabled: set CROSSFADE_SERVING__ADMIN_TOKEN"}
+        header = ctx.request.headers.get("authorization", "")
+        if not hmac.compare_digest(header.encode(), f"Bearer {token.get_secret_value()}".encode()):
+            ctx.response.status_code = 401
+            return {"error": "missing or wrong bearer token"}
+        return None
