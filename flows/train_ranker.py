@@ -124,13 +124,17 @@ def champion_on_holdout(
 
 
 def audit_top_lists(
-    settings: Settings, test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
+    settings: Settings,
+    test: pd.DataFrame,
+    scores: np.ndarray,
+    frames: dict[str, pd.DataFrame],
+    served: dict[str, list[str]] | None = None,
 ) -> AuditResult:
     """Bias audit of the lists listeners would be shown (top 10 per holdout request after the
     re-ranker) against what was listened to in training."""
     owner = test.drop_duplicates(REQUEST).set_index(REQUEST)[C.USER_ID]
     owner.index = owner.index.astype(str)
-    served = served_lists(test, scores, frames)
+    served = served if served is not None else served_lists(test, scores, frames)
     top = pd.DataFrame(
         [(owner[r], item) for r, items in served.items() for item in items],
         columns=[C.USER_ID, C.ITEM_ID],
@@ -153,12 +157,15 @@ def ndcg10_by_tier(frame: pd.DataFrame, scores: np.ndarray) -> dict[str, float]:
 
 
 def _offline_metrics(
-    test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
+    test: pd.DataFrame,
+    scores: np.ndarray,
+    frames: dict[str, pd.DataFrame],
+    served: dict[str, list[str]] | None = None,
 ) -> dict[str, float]:
     """What the gate compares: list metrics (diversity, coverage, long tail, ...) on the lists
     listeners are shown (ranker + re-ranker, since both ship together), and the ranker's own
     ordering quality as graded NDCG@10 per tier (the primary metric)."""
-    served = served_lists(test, scores, frames)
+    served = served if served is not None else served_lists(test, scores, frames)
     return {**_list_metrics(served, test, frames), **ndcg10_by_tier(test, scores)}
 
 
@@ -208,13 +215,16 @@ def served_lists(
 
 
 def rerank_tradeoff(
-    test: pd.DataFrame, scores: np.ndarray, frames: dict[str, pd.DataFrame]
+    test: pd.DataFrame,
+    scores: np.ndarray,
+    frames: dict[str, pd.DataFrame],
+    served: dict[str, list[str]] | None = None,
 ) -> pd.DataFrame:
     """NDCG@10, diversity and long-tail share with the re-ranker off and on (same requests)."""
     gains = graded_gains(test, REQUEST, LABEL)
     rows = []
     for name, use in (("ranker only", False), ("ranker + re-ranker", True)):
-        recs = served_lists(test, scores, frames, rerank=use)
+        recs = served if use and served is not None else served_lists(test, scores, frames, use)
         m = _list_metrics(recs, test, frames)
         rows.append(
             {
@@ -372,9 +382,10 @@ def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
     policy = load_label_policy(settings.config_path / "labels.yaml")
     model = fit_ranker(train, valid, list(FEATURES), REQUEST, TIER, policy)
     scores = model.predict(test, TIER)  # scored once, used by every measurement below
-    metrics = _offline_metrics(test, scores, frames)
+    served = served_lists(test, scores, frames)  # what listeners would see, computed once
+    metrics = _offline_metrics(test, scores, frames, served)
     baseline = _offline_metrics(test, test["source_score"].to_numpy(), frames)
-    tradeoff = rerank_tradeoff(test, scores, frames)
+    tradeoff = rerank_tradeoff(test, scores, frames, served)
     off, on = tradeoff.iloc[0], tradeoff.iloc[1]
     metrics["rerank_ndcg_cost"] = float(off["ndcg"] - on["ndcg"])
     metrics["rerank_diversity_gain"] = float(on["diversity"] - off["diversity"])
@@ -391,7 +402,7 @@ def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
         compared = [f"champion v{champion.version}: {source}"]
     decision = decide(metrics, champion_metrics, tree)
     decision = GateDecision(decision.passed, decision.promote_to, [*compared, *decision.reasons])
-    audit = audit_top_lists(settings, test, scores, frames)
+    audit = audit_top_lists(settings, test, scores, frames, served)
     decision = with_audit(decision, audit.passed, audit.reasons)
     metrics.update({f"audit_{k}": float(v) for k, v in audit.metrics.items()})
     tags = lineage_tags(settings, RANKER_SERVICE)

@@ -6,8 +6,9 @@ Measured:
 - popularity bias: Gini of impressions over the catalogue, the share of slots given to the
   long tail (items outside the head that holds `head_play_share` of training plays), and the
   mean training popularity of recommended items against that of listened items (lift);
-- geographic skew, per market: the share of recommended slots going to local-market artists
-  against the share of local artists in what that market listened to;
+- geographic skew: per market, the share of recommended slots going to local-market artists
+  against the share of local artists in what that market listened to (reported; an
+  under-exposed market is a warning), and over all markets together (gated);
 - exposure by artist size (small / mid / large by training plays): each band's share of
   impressions against its share of listening.
 Thresholds come from configs/safety.yaml; every breach is a reason the gate tags.
@@ -177,16 +178,31 @@ def audit_recommendations(
         expected = listened * float(record["slots"])
         if 0 < expected < t.min_expected_local_slots:
             reasons.append(
-                f"market {record['market']} local-artist share {recommended:.3f} recommended vs "
-                f"{listened:.3f} listened: not gated, only {expected:.1f} local slots expected "
-                f"(< {t.min_expected_local_slots}) - too few to tell skew from chance"
+                f"bias audit: market {record['market']} local-artist share {recommended:.3f} "
+                f"recommended vs {listened:.3f} listened: not gated, only {expected:.1f} local "
+                f"slots expected (< {t.min_expected_local_slots}), too few to tell from chance"
             )
         elif listened > 0:
-            check(
-                ratio >= t.min_local_share_ratio,
-                f"market {record['market']} local-artist share {recommended:.3f} recommended "
-                f"vs {listened:.3f} listened (ratio {ratio:.2f} >= {t.min_local_share_ratio})",
+            verdict = "ok" if ratio >= t.min_local_share_ratio else "WARNING: under-exposed"
+            reasons.append(
+                f"bias audit: market {record['market']} local-artist share {recommended:.3f} "
+                f"recommended vs {listened:.3f} listened (ratio {ratio:.2f}; "
+                f"{t.min_local_share_ratio} expected): {verdict}"
             )
+    # The gate reads the markets together (local slots recommended against the local slots
+    # their listening predicts); one small market alone is reported, not gated.
+    judged = gated[gated["local_share_listened"] > 0]
+    if len(judged):
+        expected_slots = float((judged["local_share_listened"] * judged["slots"]).sum())
+        shown_slots = float((judged["local_share_recommended"] * judged["slots"]).sum())
+        overall = shown_slots / expected_slots if expected_slots else float("nan")
+        metrics["local_share_ratio"] = overall
+        check(
+            overall >= t.min_local_share_ratio,
+            f"local-artist exposure over all markets: {shown_slots:.0f} slots recommended vs "
+            f"{expected_slots:.0f} expected from listening (ratio {overall:.2f} >= "
+            f"{t.min_local_share_ratio})",
+        )
     passed = not any(r.endswith("threshold breached") for r in reasons)
     return AuditResult(metrics, markets, sizes, passed, reasons)
 

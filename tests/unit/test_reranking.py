@@ -435,4 +435,6 @@ def test_quota_raises_the_metrics_long_tail_share_on_the_simulated_world(
     share = {name: M.long_tail_share(recs, plays, k) for name, recs in lists.items()}
     # popularity order puts the few short-head hits on top of every shelf
     assert share["quota"] >= 0.9 > share["off"], share
-    assert share["default"] > share["off"], share
+    # the shipped configuration meets its own quota and never lowers the share
+    floor = load_reranking(default_reranking_path()).long_tail.min_long_tail_share
+    assert share["default"] >= max(share["off"], floor), share

@@ -116,9 +116,9 @@ def test_a_market_with_too_few_expected_local_slots_is_reported_not_gated(
     train = pd.concat([other, se_events], ignore_index=True)
     recs = pd.DataFrame({C.USER_ID: list(se_users) * 2, C.ITEM_ID: us_items[: 2 * len(se_users)]})
     result = audit_recommendations(recs, train, items, artists, users, thresholds)
-    se = [r for r in result.reasons if r.startswith("market SE")]
+    se = [r for r in result.reasons if r.startswith("bias audit: market SE")]
     assert se and "not gated" in se[0]
-    assert not any(r.startswith("market SE") for r in failed_reasons(result))
+    assert not any(r.startswith("bias audit: market SE") for r in failed_reasons(result))
 
 
 def test_served_impressions_come_from_the_request_logs(tmp_path: Path) -> None:
@@ -132,3 +132,30 @@ def test_served_impressions_come_from_the_request_logs(tmp_path: Path) -> None:
     shown = served_impressions(logs)
     assert shown.to_dict("list") == {C.ITEM_ID: ["i1", "i2", "i3"], C.COUNTRY: ["SE", "SE", "US"]}
     assert served_impressions(tmp_path / "missing").empty
+
+
+def test_no_local_artists_anywhere_is_refused_one_market_alone_is_a_warning(
+    settings: Settings,
+) -> None:
+    events, items, artists, users = _world()
+    thresholds = safety_policy(settings).audits
+    home = artists.set_index(C.ARTIST_ID)[C.COUNTRY]
+    item_home = items.set_index(C.ITEM_ID)[C.ARTIST_ID].map(home)
+    market = users.set_index(C.USER_ID)[C.COUNTRY]
+
+    def lists(foreign_for: set[str]) -> pd.DataFrame:
+        rows = []
+        for user, country in market.items():
+            pool = item_home[
+                (item_home != country) if country in foreign_for else item_home.notna()
+            ]
+            rows += [(user, item) for item in pool.index[:10]]
+        return pd.DataFrame(rows, columns=[C.USER_ID, C.ITEM_ID])
+
+    everywhere = audit_recommendations(lists({"US", "SE", "JP"}), events, items, artists, users,
+                                       thresholds)  # fmt: skip
+    assert not everywhere.passed
+    assert any("local-artist exposure over all markets" in r for r in failed_reasons(everywhere))
+    one = audit_recommendations(lists({"SE"}), events, items, artists, users, thresholds)
+    assert any(r.startswith("bias audit: market SE") and "WARNING" in r for r in one.reasons)
+    assert not any(r.startswith("bias audit: market SE") for r in failed_reasons(one))
