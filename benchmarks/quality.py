@@ -76,11 +76,14 @@ def main() -> None:
         + ", ".join(f"{k} = {v:.3f}" for k, v in union.items())
         + ". Items outside the union rank below every union item.\n\n"
         f"Ranker trained on {result.stack.inner_folds} inner per-user 80/20 splits of the"
-        " training data (seeds 42, 43, ...); settings and trees chosen on a fifth of the users,"
-        " held out of ranker training in every fold (never on test); base models refitted on"
-        " all training data after:\n\n"
+        " training data (seeds 42, 43, ...); setting and tree count chosen by"
+        f" {result.stack.cv_folds}-fold cross-validation over users (each user scored on the"
+        " first inner split's candidates by a ranker that never saw any of their rows; never"
+        " on test), then the winner retrained on all users' rows with that tree count; base"
+        " models (kNN k=200, ALS and EASE at the inner-tuned benchmarks.baselines defaults)"
+        " refitted on all training data after:\n\n"
         + "\n".join(tuning)
-        + "\n\nBase models' own order on the same inner validation users (NDCG@10): "
+        + "\n\nBase models' own order on the same inner users and candidates (NDCG@10): "
         + ", ".join(f"{m} {v:.4f}" for m, v in result.stack.inner_baselines.items())
         + "."
         + f"\n\nChosen: objective={s.objective}, num_leaves={s.num_leaves},"
@@ -89,9 +92,9 @@ def main() -> None:
         " per-user z-scored score, item popularity, user activity. ML-100K from the recbole"
         f" wheel via the importer, all ratings positive, per-user random 80/20 split"
         f" (seed {SEED}), 943 users. Whole run {elapsed:.0f} s (all five models; timed on 2"
-        " cores shared with other jobs). The baselines here are"
-        " benchmarks.baselines' models on the same split; the STACK-NOTES anchor column is"
-        " quoted, not re-measured."
+        " cores shared with other jobs). The baselines here are the stack's own base models on"
+        " the same split (as benchmarks.baselines, except item kNN with k=200, the"
+        " inner-validation winner); the STACK-NOTES anchor column is quoted, not re-measured."
     )
     print(body)
     write_section("quality", body, COMMAND)

@@ -8,15 +8,19 @@ WITHOUT the test set: the training interactions are split again per user (80/20)
 inner fold with seeds seed, seed+1, ...; in each fold the base models are fitted on the inner
 80% and ranker rows are built over the inner candidates, labelled 1 when the item is in the
 inner 20%. Ranker settings (objective, leaves, learning rate, candidate N) and the number of
-trees are chosen on a held-out fifth of the inner users, whose rows never train the ranker.
-Then the base models are refitted on all training data and the ranker orders the candidates
-of the users being evaluated. Items outside the union are never recommended (they rank below
-every union item), which is why the union's recall is reported.
+trees are chosen by K-fold cross-validation over users: each fold's users are scored (on the
+first inner split's candidates) by a ranker trained without any of their rows, so every inner
+user counts, not a small held-out set. The winner is retrained on every user's rows with the
+chosen tree count, the base models are refitted on all training data, and the ranker orders
+the candidates of the users being evaluated. The base models' own settings (EASE lambda, ALS
+factors/regularization/alpha, kNN size) were chosen on an inner split of the ML-100K training
+data (`python -m benchmarks.baselines --tune`), never on its test set. Items outside the union
+are never recommended (they rank below every union item), which is why the union's recall is
+reported.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -83,17 +87,21 @@ class RankerSetting:
         }
 
 
-DEFAULT_GRID: tuple[RankerSetting, ...] = tuple(
-    RankerSetting(15, 0.05, n, objective)
-    for n, objective in itertools.product((100, 200), OBJECTIVES)
+DEFAULT_GRID: tuple[RankerSetting, ...] = (
+    RankerSetting(15, 0.05, 100, "binary"),
+    RankerSetting(15, 0.05, 200, "binary"),
+    RankerSetting(15, 0.05, 100, "lambdarank"),
 )
+TREE_STEP = 10  # tree counts compared by cross-validation: TREE_STEP, 2 * TREE_STEP, ...
 
 
 def base_models(seed: int = 42) -> dict[str, MatrixRecommender]:
-    """The four retrieval sources with the settings of the ML-100K anchors."""
+    """The four retrieval sources, with the settings that won on an inner 80/20 split of the
+    ML-100K training data (benchmarks.baselines --tune): kNN 200 neighbours, ALS defaults,
+    EASE lambda 500."""
     return {
         "most_popular": MostPopular(),
-        "item_knn": ItemKNN(neighbours=100),
+        "item_knn": ItemKNN(neighbours=200),
         "als": ALSBaseline(seed=seed),
         "ease": EASE(l2=500.0),
     }
@@ -199,6 +207,11 @@ def _label(frame: pd.DataFrame, positives: Mapping[str, set[str]]) -> pd.DataFra
     return out
 
 
+def _with_positives(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of the requests with at least one positive (the others teach LambdaRank nothing)."""
+    return rows[rows.groupby(GROUP)[LABEL].transform("max") > 0]
+
+
 def _top_lists(frame: pd.DataFrame, scores: np.ndarray, k: int) -> dict[str, list[str]]:
     """Best k items per user by ranker score (ties by the EASE rank, then item id)."""
     ordered = frame.assign(_s=scores).sort_values(
@@ -220,16 +233,17 @@ class FullStack:
     """Retrieval union + LightGBM ranker, fitted on training interactions only.
 
     `fit` leaves `training_frame` (the labelled ranker rows of every inner fold, all from
-    inner splits of the training data; column `_fold` says which), `tuning` (inner-validation
-    NDCG per setting), `setting` (the winner) and `inner_baselines` (each base model's own
-    NDCG on the same validation users).
+    inner splits of the training data; column `_fold` says which), `tuning` (cross-validated
+    inner NDCG and tree count per setting), `setting` (the winner) and `inner_baselines`
+    (each base model's own NDCG on the same inner users and candidates).
     """
 
     k: int = 10
     seed: int = 42
     grid: Sequence[RankerSetting] = DEFAULT_GRID
     inner_share: float = 0.2
-    inner_folds: int = 2
+    inner_folds: int = 3
+    cv_folds: int = 5
     num_boost_round: int = 300
     models: dict[str, MatrixRecommender] = field(default_factory=dict)
     ranker: RankerModel | None = None
@@ -243,10 +257,11 @@ class FullStack:
         base models on all of `interactions` for serving."""
         if self.inner_folds < 1:
             raise ValueError(f"inner_folds must be at least 1, got {self.inner_folds}")
+        if self.cv_folds < 2:
+            raise ValueError(f"cv_folds must be at least 2, got {self.cv_folds}")
         n_max = max(s.candidates_per_model for s in self.grid)
         folds: list[pd.DataFrame] = []
-        valid_held: dict[str, set[str]] = {}
-        valid_users: set[str] = set()
+        scored_held: dict[str, set[str]] = {}
         for fold in range(self.inner_folds):
             # each fold is another seeded per-user split of the training data: more labelled
             # requests for the ranker, all from training interactions
@@ -255,44 +270,95 @@ class FullStack:
             seen = items_by_user(inner.train)
             held = {u: s - seen.get(u, set()) for u, s in items_by_user(inner.test).items()}
             held = {u: s for u, s in held.items() if s}
-            users = sorted(held)
-            part = _label(build_candidates(inner_models, users, seen, n_max), held)
+            part = _label(build_candidates(inner_models, sorted(held), seen, n_max), held)
             part[FOLD] = fold
             part[GROUP] = part[FOLD].astype(str) + ":" + part[C.USER_ID].astype(str)
             if fold == 0:
-                # tuning users: a seeded fifth of the users, never part of ranker training
-                # (in any fold); they are scored on the first fold's candidates
-                rng = np.random.default_rng(self.seed)
-                size = max(1, len(users) // 5)
-                valid_users = {str(u) for u in rng.choice(users, size=size, replace=False)}
-                valid_held = {u: held[u] for u in valid_users}
+                scored_held = held
             folds.append(part)
         frame = pd.concat(folds, ignore_index=True)
         self.training_frame = frame
-        in_valid = frame[C.USER_ID].isin(valid_users)
-        is_scored = in_valid & (frame[FOLD] == 0)
-        policy = _policy()
-        # reference: each base model's own order on the same validation users and candidates
-        valid_all = frame[is_scored]
+        # cross-validation groups over users (a user's rows in every inner fold go together)
+        users = np.array(sorted(scored_held), dtype=object)
+        rng = np.random.default_rng(self.seed)
+        group_of = dict(
+            zip(rng.permutation(users), np.arange(len(users)) % self.cv_folds, strict=True)
+        )
+        cv_group = frame[C.USER_ID].map(group_of).fillna(-1).to_numpy()
+        is_scored = (frame[FOLD] == 0).to_numpy()
+        scored_all = frame[is_scored]
         self.inner_baselines = {
             m: _mean_metrics(
-                _top_lists(valid_all, -valid_all[f"{m}_rank"].to_numpy(), self.k),
-                valid_held,
+                _top_lists(scored_all, -scored_all[f"{m}_rank"].to_numpy(), self.k),
+                scored_held,
                 self.k,
             )[f"ndcg@{self.k}"]
             for m in MODELS
         }
-        best: tuple[float, RankerSetting, RankerModel] | None = None
+        policy = _policy()
+        best: tuple[float, RankerSetting, int] | None = None
         self.tuning = []
         for setting in self.grid:
-            part = _restrict(frame, setting.candidates_per_model)
-            train_rows = part[~in_valid.loc[part.index]]
-            # requests with no positive teach LambdaRank nothing
-            has_pos = train_rows.groupby(GROUP)[LABEL].transform("max") > 0
-            valid_rows = part[is_scored.loc[part.index]]
+            keep = frame[[f"{m}_rank" for m in MODELS]].min(axis=1) < setting.candidates_per_model
+            curve = self._cross_validate(
+                frame, keep.to_numpy(), cv_group, is_scored, setting, scored_held, policy
+            )
+            trees = max(curve, key=lambda t: (curve[t], -t))
+            self.tuning.append(
+                {
+                    "num_leaves": float(setting.num_leaves),
+                    "learning_rate": setting.learning_rate,
+                    "candidates_per_model": float(setting.candidates_per_model),
+                    "objective": setting.objective,
+                    "trees": float(trees),
+                    f"inner_ndcg@{self.k}": curve[trees],
+                }
+            )
+            if best is None or curve[trees] > best[0]:
+                best = (curve[trees], setting, trees)
+        if best is None:
+            raise ValueError("the ranker grid is empty")
+        _, self.setting, trees = best
+        rows = _restrict(frame, self.setting.candidates_per_model)
+        self.ranker = fit_ranker(
+            _with_positives(rows),
+            None,
+            FEATURES,
+            GROUP,
+            TIER,
+            policy,
+            params=self.setting.params(self.seed),
+            num_boost_round=trees,
+        )
+        self.models = {name: m.fit(interactions) for name, m in base_models(self.seed).items()}
+        return self
+
+    def _cross_validate(
+        self,
+        frame: pd.DataFrame,
+        keep: np.ndarray,
+        cv_group: np.ndarray,
+        is_scored: np.ndarray,
+        setting: RankerSetting,
+        held: Mapping[str, set[str]],
+        policy: LabelPolicy,
+    ) -> dict[int, float]:
+        """Inner NDCG@k per tree count of one setting: each user group is scored (first
+        inner split's candidates) by a ranker trained on the other groups' rows only."""
+        steps = list(range(TREE_STEP, self.num_boost_round + 1, TREE_STEP)) or [
+            self.num_boost_round
+        ]
+        scored = frame[keep & is_scored]
+        scored_group = cv_group[keep & is_scored]
+        predictions = {t: np.zeros(len(scored)) for t in steps}
+        for group in range(self.cv_folds):
+            train_rows = frame[keep & (cv_group != group)]
+            test_mask = scored_group == group
+            if not test_mask.any() or train_rows.empty:
+                continue
             ranker = fit_ranker(
-                train_rows[has_pos],
-                valid_rows,
+                _with_positives(train_rows),
+                None,
                 FEATURES,
                 GROUP,
                 TIER,
@@ -300,26 +366,14 @@ class FullStack:
                 params=setting.params(self.seed),
                 num_boost_round=self.num_boost_round,
             )
-            lists = _top_lists(valid_rows, ranker.predict(valid_rows, TIER), self.k)
-            metrics = _mean_metrics(lists, valid_held, self.k)
-            ndcg = metrics[f"ndcg@{self.k}"]
-            self.tuning.append(
-                {
-                    "num_leaves": float(setting.num_leaves),
-                    "learning_rate": setting.learning_rate,
-                    "candidates_per_model": float(setting.candidates_per_model),
-                    "objective": setting.objective,
-                    "trees": float(ranker.best_iterations.get(TIER_VALUE, 0)),
-                    f"inner_ndcg@{self.k}": ndcg,
-                }
-            )
-            if best is None or ndcg > best[0]:
-                best = (ndcg, setting, ranker)
-        if best is None:
-            raise ValueError("the ranker grid is empty")
-        _, self.setting, self.ranker = best
-        self.models = {name: m.fit(interactions) for name, m in base_models(self.seed).items()}
-        return self
+            booster = ranker.boosters[TIER_VALUE]
+            x = scored.loc[test_mask, FEATURES].to_numpy(dtype=np.float32)
+            for t in steps:
+                predictions[t][test_mask] = booster.predict(x, num_iteration=t)
+        return {
+            t: _mean_metrics(_top_lists(scored, p, self.k), held, self.k)[f"ndcg@{self.k}"]
+            for t, p in predictions.items()
+        }
 
     def candidates(self, user_ids: Iterable[str], exclude: Mapping[str, set[str]]) -> pd.DataFrame:
         """Candidate rows (with features) of the refitted base models for these users."""

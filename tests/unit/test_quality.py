@@ -1,6 +1,7 @@
-"""The full stack (retrieval union + LambdaRank) on a small block-structured world: runs end
-to end, reports all five models, never recommends training items, and learns only from the
-training data (the ranker's rows do not change when the test set does)."""
+"""The full stack (retrieval union + LightGBM ranker) on a small block-structured world: runs
+end to end, reports all five models, never recommends training items, picks its tree count by
+cross-validation over users, and learns only from the training data (the ranker's rows do not
+change when the test set does)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from crossfade.evaluation.quality import (
     GROUP,
     MODELS,
     OBJECTIVES,
+    TIER_VALUE,
+    TREE_STEP,
     FullStack,
     QualityResult,
     RankerSetting,
@@ -138,11 +141,11 @@ def test_candidates_are_the_union_of_each_models_top_n_minus_exclusions(
     assert set(frame[C.USER_ID]) == set(users)
 
 
-def test_ranker_rows_come_from_every_inner_fold_and_tuning_users_never_train(
+def test_ranker_rows_come_from_every_inner_fold_and_trees_are_cross_validated(
     result: QualityResult,
 ) -> None:
     frame = result.stack.training_frame
-    assert set(frame[FOLD]) == set(range(result.stack.inner_folds)) == {0, 1}
+    assert set(frame[FOLD]) == set(range(result.stack.inner_folds)) == {0, 1, 2}
     # one request per (fold, user): the same user in two folds is two LambdaRank groups
     per_group = frame.groupby(GROUP)[[FOLD, C.USER_ID]].nunique()
     assert (per_group == 1).all().all()
@@ -154,6 +157,11 @@ def test_ranker_rows_come_from_every_inner_fold_and_tuning_users_never_train(
     tuned = result.stack.tuning[0]
     assert tuned["objective"] == GRID[0].objective
     assert 0.0 < float(tuned[f"inner_ndcg@{K}"]) <= 1.0
+    # the tree count is one of the cross-validated checkpoints, and the final ranker uses it
+    trees = int(tuned["trees"])
+    assert trees % TREE_STEP == 0 and 0 < trees <= result.stack.num_boost_round
+    assert result.stack.ranker is not None
+    assert result.stack.ranker.boosters[TIER_VALUE].current_iteration() == trees
 
 
 def test_the_objective_is_a_tuned_setting_and_a_bad_one_is_named() -> None:
@@ -163,6 +171,8 @@ def test_the_objective_is_a_tuned_setting_and_a_bad_one_is_named() -> None:
         RankerSetting(objective="pointwise")
     with pytest.raises(ValueError, match="inner_folds"):
         FullStack(inner_folds=0).fit(block_world())
+    with pytest.raises(ValueError, match="cv_folds"):
+        FullStack(cv_folds=1).fit(block_world())
 
 
 def test_a_pointwise_stack_learns_the_blocks_too(split: tuple[pd.DataFrame, pd.DataFrame]) -> None:
