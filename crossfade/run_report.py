@@ -31,6 +31,7 @@ STATUS_CLASS = {
     "passed": "pass",
     "promoted": "pass",
     "published": "pass",
+    "live": "pass",
     "ship": "pass",
     "skipped": "na",
     "not run": "na",

@@ -69,7 +69,14 @@ def register_lifecycle(root: typer.Typer) -> None:
         console.rule("crossfade main job")
         console.print(f"profile {settings.profile}, data root {settings.data_root}")
         outcomes = run_lifecycle(profile, runs)
-        console.print(_addresses(settings, outcomes))
+        if settings.lifecycle.keep_serving:
+            console.print(_addresses(settings, outcomes))
+        else:
+            from flows.release import stop_stack
+
+            stop_stack(settings)
+            console.print("serving stack stopped (lifecycle.keep_serving is false)")
+            console.print(f"run report  {outcomes[-1]['report']}")
         if any(o["status"] == "failed" for o in outcomes):
             raise typer.Exit(1)
 

@@ -108,6 +108,18 @@ def _simulated_world(settings: Settings) -> tuple[World, dict[str, pd.DataFrame]
     return listener_view(settings, World.load(truth)), frames
 
 
+def serving_candidates_version(c: Any, settings: Settings) -> str:
+    """The candidate model this ranker will be served with: the gated `challenger`, else the
+    current `champion`, else (first run, candidate gate refused) the newest version."""
+    name = settings.candidates.model_name
+    for alias in ("challenger", CHAMPION):
+        found = version_by_alias(c, name, alias)
+        if found is not None:
+            return str(found.version)
+    versions = c.search_model_versions(f"name='{name}'")
+    return str(max(int(v.version) for v in versions)) if versions else "none"
+
+
 def champion_on_holdout(
     settings: Settings, test: pd.DataFrame, frames: dict[str, pd.DataFrame]
 ) -> dict[str, float] | None:
@@ -406,10 +418,7 @@ def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
     decision = with_audit(decision, audit.passed, audit.reasons)
     metrics.update({f"audit_{k}": float(v) for k, v in audit.metrics.items()})
     tags = lineage_tags(settings, RANKER_SERVICE)
-    candidates_version = version_by_alias(c, settings.candidates.model_name, "challenger")
-    tags["crossfade.candidate_model_version"] = (
-        str(candidates_version.version) if candidates_version else "none"
-    )
+    tags["crossfade.candidate_model_version"] = serving_candidates_version(c, settings)
     logged = {k: float(v) for k, v in metrics.items() if v == v}
     logged.update({f"baseline_{k}": float(v) for k, v in baseline.items() if v == v})
     with tempfile.TemporaryDirectory() as tmp:

@@ -178,7 +178,10 @@ def pseudonymize_batch(batch_dir: Path, key: bytes) -> dict[str, int]:
     rows: dict[str, int] = {}
     for name in LISTENER_TABLES:
         for part in lake.table_files(batch_dir, name):
-            table = pq.read_table(part)
+            try:
+                table = pq.read_table(part)
+            except (OSError, pa.ArrowException):
+                continue  # unreadable: validation names it and the batch goes to quarantine
             if C.USER_ID not in table.column_names:
                 continue
             index = table.column_names.index(C.USER_ID)

@@ -113,11 +113,21 @@ def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_main_job_runs_from_the_command_line(small_world: None, tmp_path: Path) -> None:
-    result = _cli(["run"], tmp_path)
+def test_main_job_runs_from_the_command_line(
+    small_world: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One lifecycle run from the command line (tests/integration/test_lifecycle.py runs two);
+    # the serving stack is stopped at the end instead of left serving.
+    monkeypatch.setenv("CROSSFADE_LIFECYCLE__KEEP_SERVING", "false")
+    monkeypatch.setenv("CROSSFADE_SIMULATOR__DAYS", "8")  # the ranker logs 4 days of slates
+    result = _cli(["run", "--runs", "1"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "published" in result.stdout
-    assert "lake" in result.stdout and "validation" in result.stdout
+    assert "run 1: completed" in result.stdout, result.stdout[-3000:]
+    (report,) = (load_settings().reports_dir / "runs").glob("*/index.html")
+    page = report.read_text()
+    assert "<td>ingest</td><td class='pass'>published</td>" in page
+    assert "<td>release</td><td class='pass'>live</td>" in page
+    assert "serving stack stopped" in result.stdout
 
 
 def test_cli_rejects_a_bad_batch_with_exit_1_and_the_reason(tmp_path: Path) -> None:

@@ -71,8 +71,10 @@ class Clock:
 
 
 def small_config(settings: Settings, **changes: object) -> GuardrailsConfig:
+    """The shipped guardrails with a test window and one grace window."""
     cfg = load_guardrails(guardrails_path(settings))
-    return cfg.model_copy(update={"window_seconds": WINDOW, **changes})
+    update = {"window_seconds": WINDOW, "inconclusive_grace_windows": 1, **changes}
+    return cfg.model_copy(update=update)
 
 
 def traffic(
@@ -81,7 +83,7 @@ def traffic(
     *,
     green_error: bool = False,
     shadow: bool = False,
-    n: int = 60,
+    n: int = 450,  # enough feedback for the relative skip-rate guardrail (400)
 ) -> None:
     """One window of healthy traffic on blue and green (and mirrored pairs), then flush."""
     for i in range(n):
@@ -131,10 +133,9 @@ def test_full_release_promotes_champion(
         state = outcome.state
         seen.append((state.phase, state.green_percent))
         assert len(seen) < 20
-    assert seen[:6] == [
-        ("CANARY", 1.0), ("CANARY", 5.0), ("CANARY", 25.0), ("CANARY", 50.0),
-        ("SWITCH", 100.0), ("BAKE", 100.0),
-    ]  # fmt: skip
+    canary = [("CANARY", float(step)) for step in ctl.plan.steps]
+    expected = [*canary, ("SWITCH", 100.0), ("BAKE", 100.0)]
+    assert seen[: len(expected)] == expected
     assert state.slots == {
         "blue": {"candidates": "2", "ranker": "2"},
         "green": None,
@@ -238,7 +239,8 @@ def test_release_service_audits_refusals(release_settings: Settings) -> None:
         api.pause(MANAGER, "nothing to pause")
     doc = api.start(MANAGER, "challenger", "challenger", "go")
     assert doc["candidate"] == {"candidates": "3", "ranker": "3"}
-    assert doc["next"] == "canary 1 % green" and doc["next_evaluation_at"] is not None
+    first = ctl.plan.steps[0]
+    assert doc["next"] == f"canary {first:g} % green" and doc["next_evaluation_at"] is not None
     with pytest.raises(ConflictError, match="already in SHADOW"):
         api.start(MANAGER, "2", "2", "again")
     outcomes = [(h["actor"], h["action"], h["outcome"]) for h in api.history(viewer)]
