@@ -137,10 +137,6 @@ def stop_stack(settings: Settings, timeout: float = 60.0) -> bool:
     return True
 
 
-def _candidates_of(settings: Settings, ranker_version: str) -> str:
-    return candidates_version_of(settings, ranker_version)
-
-
 def _traffic(
     settings: Settings, profile: str | None, url: str, out: Path
 ) -> subprocess.Popen[bytes]:
@@ -206,7 +202,7 @@ def release_challenger(
     """Roll out `ranker_version` (with its candidate model) under steady simulated traffic and
     wait until the controller promotes it, rolls it back or pauses."""
     started = time.monotonic()
-    candidates_version = _candidates_of(settings, ranker_version)
+    candidates_version = candidates_version_of(settings, ranker_version)
     controller = Controller(settings)
     state = controller.start(
         ACTOR, candidates_version, ranker_version, "lifecycle: new version passed the gate"
@@ -256,7 +252,7 @@ def release_flow(
     """Make the first champion live, or take a challenger through the rollout."""
     settings = load_settings(profile)
     if alias == "champion":
-        candidates_version = _candidates_of(settings, ranker_version)
+        candidates_version = candidates_version_of(settings, ranker_version)
         c = client(settings.tracking_uri)
         if version_by_alias(c, settings.candidates.model_name, "champion") is None:
             promote(c, settings.candidates.model_name, candidates_version, "champion")
