@@ -162,14 +162,15 @@ async def _send_feedback(
     events = listeners.feedback(body, answer)
     for kind, count in Counter(e["event"] for e in events).items():
         report.outcomes[kind] = report.outcomes.get(kind, 0) + count
-    for event in events:
-        try:
-            sent = await client.post("/feedback", json=event)
-            ok = sent.is_success
-        except httpx.HTTPError:
-            ok = False
-        report.feedback_sent += int(ok)
-        report.feedback_failed += int(not ok)
+    if not events:
+        return
+    try:  # one call per listening session, as a client app sends it
+        sent = await client.post("/feedback/batch", json={"events": events})
+        ok = sent.is_success
+    except httpx.HTTPError:
+        ok = False
+    report.feedback_sent += len(events) if ok else 0
+    report.feedback_failed += 0 if ok else len(events)
 
 
 async def drive(

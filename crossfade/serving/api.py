@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 Shelf = Literal["home", "discover_weekly"]
 FeedbackEvent = Literal["play", "skip", "save"]
 MAX_K = 100
+MAX_FEEDBACK_BATCH = 500
 _ID = r"^[A-Za-z0-9._:@-]+$"
 
 
@@ -74,6 +75,13 @@ class FeedbackRequest(_Body):
         if value.tzinfo is None:
             raise ValueError("timestamp needs a UTC offset (e.g. 2026-01-15T08:30:00Z)")
         return value
+
+
+class FeedbackBatch(_Body):
+    """POST /feedback/batch: the plays, skips and saves of one listening session in one call,
+    as a client app sends them (one round trip instead of one per event)."""
+
+    events: list[FeedbackRequest] = Field(min_length=1, max_length=MAX_FEEDBACK_BATCH)
 
 
 class ReloadRequest(_Body):

@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 from crossfade import columns as C
 from crossfade.candidates.generator import Candidate, Listener
@@ -57,7 +58,7 @@ from crossfade.reranking import Reranker, RerankResult
 from crossfade.reranking.safety import is_minor
 from crossfade.serving import fallbacks as F
 from crossfade.serving import reference
-from crossfade.serving.api import RecommendRequest
+from crossfade.serving.api import RecommendRequest, RequestContext
 from crossfade.serving.catalog import ServingCatalog, country_column, epoch_day, market_of
 from crossfade.serving.fast_inputs import RankerInputs
 from crossfade.serving.fast_rerank import FastReranker, RerankInput, label_codes
@@ -210,6 +211,28 @@ class RecommendationPipeline:
     def warm(self) -> str | None:
         """Fill the item-feature cache now (load time), so no request pays the bulk read."""
         return self.features.warm() if self.features is not None else None
+
+    def warm_up(self, listeners_to_answer: int = 8) -> None:
+        """Answer a few known listeners on both shelves now (load time), before the pipeline
+        takes traffic, so no listener pays a cold path (first model calls, index pages read
+        from disk). Their exposure counts toward the creator-fairness tracker like any
+        request's: a handful against the thousands a slot serves."""
+        listeners = self.models.candidates.listeners.head(listeners_to_answer)
+        stamp = self.now().replace(microsecond=0)
+        for user_id, country in zip(listeners[C.USER_ID], listeners[C.COUNTRY], strict=True):
+            try:
+                context = RequestContext(
+                    device="mobile", platform="android", country=str(country), timezone="UTC",
+                    timestamp=stamp,
+                )  # fmt: skip
+                for shelf in ("home", "discover_weekly"):
+                    self.recommend(
+                        RecommendRequest(
+                            listener_id=str(user_id), context=context, shelf=shelf, k=10
+                        )
+                    )
+            except ValidationError:  # an imported id or market the API would refuse
+                continue
 
     # --- stages ------------------------------------------------------------------------
     def _user(self, user_id: str, now: datetime, run: _Run) -> FeatureVector:

@@ -30,7 +30,7 @@ import httpx
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from crossfade.serving.api import FeedbackRequest, RecommendRequest
+from crossfade.serving.api import FeedbackBatch, FeedbackRequest, RecommendRequest
 from deployments.gateway.metrics import GatewayMetrics
 from deployments.gateway.mirror import PairSink, ShadowMirror, ranked
 from deployments.gateway.routing import mirror_to_shadow, route
@@ -278,33 +278,70 @@ class Gateway:
         if table.shadow_bp > 0 and mirror_to_shadow(listener_id, table.shadow_bp):
             self.mirror.submit(raw, answer, k)
 
-    # -- /feedback -------------------------------------------------------------------------
+    # -- /feedback ------------------------------------------------------------------------
     async def feedback(self, raw: bytes) -> Reply:
         """Forward feedback to the slot that served the listener and record it by slot."""
         request = parse_request(raw, FeedbackRequest)
         if isinstance(request, Reply):
             return request
-        table = self.state.current()
-        slot = request.slot if request.slot in LIVE_SLOTS else None
-        slot = slot or route(request.listener_id, table.green_bp)
+        slot = self._feedback_slot(request)
         forward = raw if request.slot == slot else _with_slot(orjson.loads(raw), slot)
-        for target in dict.fromkeys([slot, "blue"]):  # the serving slot, then blue's log
+        reply = await self._forward_feedback(slot, "/feedback", forward, [request.event])
+        return reply or _no_slot_took_feedback()
+
+    async def feedback_batch(self, raw: bytes) -> Reply:
+        """A session's feedback in one call: each event goes to the slot that served it (one
+        forwarded batch per slot) and is recorded by slot. 202 when every event was taken; a
+        503 names the events no slot took, so a client resends only those."""
+        request = parse_request(raw, FeedbackBatch)
+        if isinstance(request, Reply):
+            return request
+        groups: dict[str, list[int]] = {}
+        for index, event in enumerate(request.events):
+            groups.setdefault(self._feedback_slot(event), []).append(index)
+        body = orjson.loads(raw)["events"]
+        refused: list[int] = []
+        for slot, indexes in groups.items():
+            forward = orjson.dumps({"events": [{**body[i], "slot": slot} for i in indexes]})
+            events = [request.events[i].event for i in indexes]
+            reply = await self._forward_feedback(slot, "/feedback/batch", forward, events)
+            if reply is None:
+                refused.extend(indexes)
+            elif reply.status >= 300:
+                return reply  # a 4xx from the recommender: the batch itself is wrong
+        if refused:
+            message = "no recommender slot accepted some of the feedback; resend those events"
+            body = {"error": message, "accepted": len(request.events) - len(refused)}
+            return Reply(
+                503, orjson.dumps({**body, "failed_events": sorted(refused)}), {"retry-after": "1"}
+            )
+        return Reply(202, orjson.dumps({"status": "accepted", "events": len(request.events)}))
+
+    def _feedback_slot(self, event: FeedbackRequest) -> str:
+        """The slot that served the listener: as the client says, else by the current split."""
+        if event.slot in LIVE_SLOTS:
+            return event.slot
+        return route(event.listener_id, self.state.current().green_bp)
+
+    async def _forward_feedback(
+        self, slot: str, path: str, forward: bytes, events: list[str]
+    ) -> Reply | None:
+        """POST to the serving slot, then to blue's log; record accepted events by slot.
+        None when neither slot answered below 500."""
+        for target in dict.fromkeys([slot, "blue"]):
             try:
-                status, content = await post(self.sessions[target], "/feedback", forward)
+                status, content = await post(self.sessions[target], path, forward)
             except (aiohttp.ClientError, OSError):
                 continue
             if status >= 500:
                 continue
             if status < 300:
-                self.sink.record_feedback(slot, request.event)
-                if self.metrics is not None:
-                    self.metrics.feedback.labels(slot=slot, event=request.event).inc()
+                for event in events:
+                    self.sink.record_feedback(slot, event)
+                    if self.metrics is not None:
+                        self.metrics.feedback.labels(slot=slot, event=event).inc()
             return Reply(status, content)
-        return Reply(
-            503,
-            orjson.dumps({"error": "no recommender slot accepted the feedback; retry soon"}),
-            {"retry-after": "1"},
-        )
+        return None
 
     # -- lifecycle -------------------------------------------------------------------------
     async def ready(self) -> bool:
@@ -352,6 +389,14 @@ async def post(
         kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
     async with session.post(path, data=body, **kwargs) as response:
         return response.status, await response.read()
+
+
+def _no_slot_took_feedback() -> Reply:
+    return Reply(
+        503,
+        orjson.dumps({"error": "no recommender slot accepted the feedback; retry soon"}),
+        {"retry-after": "1"},
+    )
 
 
 def _with_slot(body: dict[str, Any], slot: str) -> bytes:

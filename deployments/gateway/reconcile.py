@@ -39,12 +39,20 @@ class SlotReconciler:
         self.failures: dict[str, str] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
 
+    def confirmed(self, slot: str, table: RouteTable) -> bool:
+        """Whether `slot` serves what `table` assigns it (always, when nothing is assigned)."""
+        wanted = table.slots.get(slot)
+        if not wanted:
+            return True
+        refs = _refs(wanted)
+        return self.applied.get(slot) == refs or self.served.get(slot) == refs
+
     def on_state(self, table: RouteTable) -> None:
         """Start a reload for every slot whose assignment differs from what it confirmed."""
         for slot, wanted in table.slots.items():
             if slot not in self.clients or not wanted:
                 continue
-            refs = {"candidates": str(wanted["candidates"]), "ranker": str(wanted["ranker"])}
+            refs = _refs(wanted)
             if self.applied.get(slot) == refs:
                 continue
             if self.served.get(slot) == refs:  # its answers already show these versions
@@ -77,3 +85,7 @@ class SlotReconciler:
         running = [t for t in self._running.values() if not t.done()]
         if running:
             await asyncio.wait(running, timeout=timeout)
+
+
+def _refs(assigned: dict[str, str]) -> dict[str, str]:
+    return {"candidates": str(assigned["candidates"]), "ranker": str(assigned["ranker"])}

@@ -74,6 +74,11 @@ async def feedback(request: Request) -> Response:
     return _send(await _service()._core().feedback(await request.body()))
 
 
+async def feedback_batch(request: Request) -> Response:
+    """A listening session's plays, skips and saves in one call."""
+    return _send(await _service()._core().feedback_batch(await request.body()))
+
+
 async def release(request: Request) -> Response:
     """The release API (status, history, start, promote, pause, resume, rollback)."""
     reply = await _service().admin.handle(
@@ -92,6 +97,7 @@ app = Starlette(
     routes=[
         Route("/recommend", recommend, methods=["POST"]),
         Route("/feedback", feedback, methods=["POST"]),
+        Route("/feedback/batch", feedback_batch, methods=["POST"]),
         Route("/admin/release/{action}", release, methods=["GET", "POST"]),
     ]
 )
@@ -104,7 +110,7 @@ app = Starlette(
     # Per-request costs the gateway does not need on its hot path: an access-log line (its own
     # observations and metrics record every request) and OpenTelemetry spans (no exporter).
     logging={"access": {"enabled": False}},
-    tracing={"excluded_urls": ["/recommend", "/feedback"]},
+    tracing={"excluded_urls": ["/recommend", "/feedback", "/feedback/batch"]},
 )
 @bentoml.asgi_app(app, path="/")
 class Gateway:
@@ -146,6 +152,7 @@ class Gateway:
             served=self.core.served,
         )
         state.listeners.append(self.reconciler.on_state)
+        state.confirmed = self.reconciler.confirmed
         await state.refresh()
         self._tasks.append(asyncio.get_running_loop().create_task(state.run()))
 

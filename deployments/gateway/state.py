@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from deployments.gateway.routing import percent_to_basis_points, share_to_basis_points
 from deployments.rollout.store import RolloutState
@@ -66,6 +66,9 @@ class StateCache:
         self._table = RouteTable(shadow_bp=share_to_basis_points(idle_shadow_share))
         self.read_errors = 0
         self.listeners: list[Callable[[RouteTable], None]] = []
+        # Which assigned slots may take traffic yet (the reconciler's confirmations); None:
+        # every assigned slot at once.
+        self.confirmed: Callable[[str, RouteTable], bool] | None = None
 
     def current(self) -> RouteTable:
         """The route table to use now: the last good one, or all-blue once it is stale."""
@@ -88,13 +91,26 @@ class StateCache:
             log.warning("rollout state unreadable, keeping the last view: %s", exc)
             return self.current()
         table = route_table(state, self.idle_shadow_share, time.monotonic())
-        self._table = table
         for listener in self.listeners:
             try:
                 listener(table)
             except Exception:  # a listener's bug must not stop the refreshes
                 log.exception("state listener %r failed", listener)
-        return table
+        self._table = self.gated(table)
+        return self._table
+
+    def gated(self, table: RouteTable) -> RouteTable:
+        """`table` with no listener routed to green and nothing mirrored to shadow until that
+        slot confirmed serving the versions the rollout assigns it: a canary or shadow window
+        never judges the slot's previous model, nor a slot still busy loading."""
+        if self.confirmed is None:
+            return table
+        changes: dict[str, int] = {}
+        if table.green_bp and not self.confirmed("green", table):
+            changes["green_bp"] = 0
+        if table.shadow_bp and not self.confirmed("shadow", table):
+            changes["shadow_bp"] = 0
+        return replace(table, **changes) if changes else table
 
     async def run(self) -> None:
         """Refresh forever, every `refresh_seconds` (cancel the task to stop)."""

@@ -119,6 +119,7 @@ def build_pipeline(
         artist_names=history[1],
     )
     pipeline.warm()
+    pipeline.warm_up()
     extra: dict[str, Any] = {
         "candidates": models.candidates_version,
         "ranker": models.ranker_version,

@@ -31,6 +31,7 @@ from crossfade.log import configure_logging, get_logger
 from crossfade.safety.privacy import edge_pseudonymizer
 from crossfade.serving import fallbacks as F
 from crossfade.serving.api import (
+    FeedbackBatch,
     FeedbackEvent,
     FeedbackRequest,
     RecommendRequest,
@@ -277,6 +278,29 @@ class Recommender:
         ctx: bentoml.Context,
     ) -> dict[str, Any]:
         """A play, skip or save of a recommended item: logged and counted (202 Accepted)."""
+        self._record_feedback(listener_id, item_id, event, ms_played, timestamp, slot)
+        ctx.response.status_code = 202
+        return {"status": "accepted"}
+
+    @bentoml.api(route="/feedback/batch", input_spec=FeedbackBatch)
+    def feedback_batch(self, events: list[FeedbackRequest], ctx: bentoml.Context) -> dict[str, Any]:
+        """A listening session's feedback in one call (the whole batch was validated first)."""
+        for e in events:
+            self._record_feedback(
+                e.listener_id, e.item_id, e.event, e.ms_played, e.timestamp, e.slot
+            )
+        ctx.response.status_code = 202
+        return {"status": "accepted", "events": len(events)}
+
+    def _record_feedback(
+        self,
+        listener_id: str,
+        item_id: str,
+        event: str,
+        ms_played: int | None,
+        timestamp: datetime,
+        slot: str | None,
+    ) -> None:
         listener_id = self.to_pseudonym(listener_id)  # the feedback log holds pseudonyms only
         self.metrics.feedback.labels(slot=self.slot, event=event, served_by=slot or "unknown").inc()
         self.feedback_log.append(
@@ -291,8 +315,6 @@ class Recommender:
                 "recorded_by": self.slot,
             }
         )
-        ctx.response.status_code = 202
-        return {"status": "accepted"}
 
     @bentoml.api(route="/admin/reload", input_spec=ReloadRequest)
     def admin_reload(self, candidates: str, ranker: str, ctx: bentoml.Context) -> dict[str, Any]:

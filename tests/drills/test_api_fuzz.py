@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from schemathesis import GenerationMode
 
 from crossfade.config import Settings
-from crossfade.serving.api import FeedbackRequest, RecommendRequest
+from crossfade.serving.api import FeedbackBatch, FeedbackRequest, RecommendRequest
 from deployments.gateway.admin import PromoteBody, StartBody, _Body
 from deployments.serve import Stack, start_stack
 from model_registry.ranker import MODEL_NAME as RANKER
@@ -86,7 +86,9 @@ def _configured(raw: dict[str, Any], base_url: str) -> Any:
 def recommender_schema(stack: Stack) -> Any:
     """Blue's own OpenAPI, as BentoML publishes it."""
     raw = httpx.get(f"{stack.url('blue')}/docs.json", timeout=30).json()
-    assert {"/recommend", "/feedback", "/admin/reload", "/admin/faults"} <= set(raw["paths"])
+    assert {"/recommend", "/feedback", "/feedback/batch", "/admin/reload", "/admin/faults"} <= set(
+        raw["paths"]
+    )
     return _configured(raw, stack.url("blue"))
 
 
@@ -111,6 +113,7 @@ def gateway_openapi() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/recommend": {"post": {"requestBody": _body(RecommendRequest, components)}},
         "/feedback": {"post": {"requestBody": _body(FeedbackRequest, components)}},
+        "/feedback/batch": {"post": {"requestBody": _body(FeedbackBatch, components)}},
         "/admin/release/status": {"get": {}},
         "/admin/release/history": {"get": {"parameters": [limit]}},
         "/admin/release/incidents": {"get": {"parameters": [limit]}},

@@ -304,6 +304,15 @@ def test_killed_green_leaves_every_listener_served_by_blue(
         200,
         202,
     )
+    session = [{**feedback, "event": event} for event in ("play", "skip", "save")]
+    batch = httpx.post(f"{stack.gateway_url}/feedback/batch", json={"events": session}, timeout=30)
+    assert batch.status_code == 202 and batch.json()["events"] == 3, batch.text
+    wrong = httpx.post(
+        f"{stack.gateway_url}/feedback/batch",
+        json={"events": [session[0], {**session[1], "event": "clap"}]},
+        timeout=30,
+    )
+    assert wrong.status_code == 422 and "events.1.event" in wrong.text, wrong.text
 
 
 def test_stack_json_lists_every_process(stack: Stack, trained: Settings) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from crossfade.config import load_settings
 from crossfade.ranking import features as RF
+from crossfade.serving.api import MAX_FEEDBACK_BATCH
 from crossfade.serving.logs import FEEDBACK, REQUESTS, logs_dir, read_rows
 from deployments.process import ServiceProcess, start_service
 from model_registry.candidates import register_candidates
@@ -81,6 +82,11 @@ def test_ready_recommend_feedback_metrics_and_reload(
             "slot": "green",
         }
         assert http.post("/feedback", json=feedback).status_code == 202
+        session = {"events": [{**feedback, "event": "play"}, {**feedback, "event": "skip"}]}
+        batch = http.post("/feedback/batch", json=session)
+        assert batch.status_code == 202 and batch.json()["events"] == 2, batch.text
+        too_many = {"events": [feedback] * (MAX_FEEDBACK_BATCH + 1)}
+        assert http.post("/feedback/batch", json=too_many).status_code == 400
 
         metrics = http.get("/metrics").text
         for name in (
@@ -109,4 +115,4 @@ def test_ready_recommend_feedback_metrics_and_reload(
     requests = read_rows(logs_dir(data_root, REQUESTS))
     assert requests and all("listener_id" in r for r in requests)
     feedbacks = read_rows(logs_dir(data_root, FEEDBACK))
-    assert [f["event"] for f in feedbacks] == ["save"]
+    assert [f["event"] for f in feedbacks] == ["save", "play", "skip"]

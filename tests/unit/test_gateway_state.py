@@ -8,6 +8,7 @@ import time
 import pytest
 
 from crossfade.config import Settings
+from deployments.gateway.reconcile import SlotReconciler
 from deployments.gateway.state import StateCache, route_table
 from deployments.rollout.store import RolloutState, RolloutStore
 
@@ -57,3 +58,38 @@ def test_cache_follows_the_store_and_fails_closed_when_it_goes_stale(settings: S
     assert cache.read_errors == 1 and seen == [5_000]
     time.sleep(0.1)  # older than stale_after: the last view is no longer trusted
     assert cache.current().green_bp == 0 and cache.current().shadow_bp == 0
+
+
+def test_no_listener_reaches_a_slot_before_it_confirms_its_assigned_versions(
+    settings: Settings,
+) -> None:
+    store = RolloutStore.from_settings(settings)
+    assigned = {"candidates": "2", "ranker": "2"}
+    store.compare_and_set(
+        0,
+        RolloutState(phase="SHADOW", shadow_share=0.2, slots={"shadow": assigned, "green": None}),
+    )
+    reconciler = SlotReconciler({}, admin_token=None, timeout_s=1.0)
+    cache = StateCache(store.read_state, refresh_seconds=0.01, idle_shadow_share=0.0)
+    cache.confirmed = reconciler.confirmed
+    asyncio.run(cache.refresh())
+    assert cache.current().shadow_bp == 0  # still loading: nothing mirrored yet
+    reconciler.applied["shadow"] = {"candidates": "2", "ranker": "1"}  # an older assignment
+    asyncio.run(cache.refresh())
+    assert cache.current().shadow_bp == 0
+    reconciler.applied["shadow"] = dict(assigned)  # the reload answered
+    asyncio.run(cache.refresh())
+    assert cache.current().shadow_bp == 2_000
+
+    state = store.read_state()
+    store.compare_and_set(
+        state.version,
+        state.evolve(
+            phase="CANARY", green_percent=5.0, shadow_share=0.0, slots={"green": assigned}
+        ),
+    )
+    asyncio.run(cache.refresh())
+    assert cache.current().green_bp == 0
+    reconciler.served["green"] = dict(assigned)  # green's own answers show the versions
+    asyncio.run(cache.refresh())
+    assert cache.current().green_bp == 500
