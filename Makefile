@@ -17,7 +17,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 UI_HOST := 127.0.0.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install run serve test lint format typecheck doctor ui bench clean lock
+.PHONY: help install run serve stop test lint format typecheck doctor ui bench clean lock
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "; printf "crossfade make targets:\n"} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,9 @@ run: $(STAMP) ## The main job: the whole lifecycle twice on the embedded default
 serve: $(STAMP) ## Start gateway, blue, green and shadow recommenders on loopback; Ctrl-C stops
 	@mkdir -p $(PREFECT_HOME)
 	$(BIN)/python -m deployments.serve
+
+stop: $(STAMP) ## Stop the serving stack that `make run` left serving
+	$(BIN)/crossfade stop
 
 test: $(STAMP) ## Run the whole test suite (unit, integration, drills)
 	$(BIN)/python -m pytest tests

@@ -25,6 +25,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -108,10 +109,34 @@ class Ports:
         fixed = [p for p in chosen if p]
         if len(fixed) != len(set(fixed)):
             raise ValueError(f"gateway ports must differ, got {chosen}; set distinct ports or 0")
+        taken = [p for p in fixed if not port_is_free(p)]
+        if taken:
+            raise PortInUseError(
+                f"port(s) {', '.join(map(str, taken))} on {HOST} already in use: another "
+                "crossfade stack (`crossfade stop` in its checkout, or `kill` the PID in its "
+                "stack.json) or another program holds them; free them or set "
+                "CROSSFADE_GATEWAY__PORT / __BLUE_PORT / __GREEN_PORT / __SHADOW_PORT (0 = any)"
+            )
         ports = [p or free_port() for p in chosen]
         while len(set(ports)) < len(ports):  # two free-port picks collided
             ports = [p or free_port() for p in chosen]
         return cls(*ports)
+
+
+class PortInUseError(RuntimeError):
+    """A configured stack port is already bound on loopback."""
+
+
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on `port` on loopback right now (a bind succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as servers bind: connections of a stopped stack still in TIME_WAIT do not count
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((HOST, port))
+        except OSError:
+            return False
+    return True
 
 
 def slot_refs(

@@ -52,6 +52,7 @@ def _addresses(settings: Any, outcomes: list[dict[str, Any]]) -> Table:
     )
     table.add_row("Prefect", f"`make ui`: http://{UI_HOST}:{PREFECT_UI_PORT}")
     table.add_row("release status", "crossfade release status")
+    table.add_row("stop serving", "crossfade stop  (or `make stop`)")
     return table
 
 
@@ -79,6 +80,17 @@ def register_lifecycle(root: typer.Typer) -> None:
             console.print(f"run report  {outcomes[-1]['report']}")
         if any(o["status"] == "failed" for o in outcomes):
             raise typer.Exit(1)
+
+    @root.command("stop")
+    def stop(profile: ProfileOption = None) -> None:
+        """Stop the serving stack that `crossfade run` left serving for this data root."""
+        from flows.release import stop_stack
+
+        settings = settings_or_exit(profile)
+        if stop_stack(settings):
+            console.print(f"serving stack of {settings.data_root} stopped")
+        else:
+            console.print(f"no serving stack of {settings.data_root} was running")
 
     schedule_app = typer.Typer(help="Schedules: weekly retrain, nightly features, guardrails.")
     root.add_typer(schedule_app, name="schedule")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from crossfade.config import Settings, load_settings
-from deployments.serve import Ports, settings_env, slot_refs
+from deployments.process import HOST
+from deployments.serve import PortInUseError, Ports, port_is_free, settings_env, slot_refs
 from tests.conftest import SMALL_WORLD
 
 CHILD = (
@@ -71,3 +73,18 @@ def test_slots_start_on_champion_or_the_rollouts_assignment(settings: Settings) 
     refs = slot_refs(settings, assigned)
     assert refs["blue"] == refs["green"] == {"candidates": "3", "ranker": "2"}
     assert refs["shadow"] == {"candidates": "4", "ranker": "5"}
+
+
+def test_a_port_already_bound_is_refused_with_its_number(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
+        holder.bind((HOST, 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        settings = load_settings(
+            "local",
+            data_root=tmp_path,
+            gateway={"port": taken, "blue_port": 0, "green_port": 0, "shadow_port": 0},
+        )
+        with pytest.raises(PortInUseError, match=f"port\\(s\\) {taken} .*crossfade stop"):
+            Ports.resolve(settings)
+    assert port_is_free(taken)
