@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Literal
 
 import yaml
@@ -49,6 +50,7 @@ Metric = Literal[
     "shadow_error_rate",
     "shadow_p99_latency_ms",
 ]
+RATE_MEASURES = ("error_rate", "fallback_rate", "skip_rate", "save_rate")
 GuardedPhase = Literal["shadow", "canary", "switch", "bake"]
 GUARDED_PHASES: tuple[str, ...] = ("shadow", "canary", "switch", "bake")
 
@@ -69,6 +71,31 @@ class GuardrailSpec(_Strict):
     phases: list[GuardedPhase] = Field(min_length=1)
     prometheus: str = Field(min_length=1)
     description: str = ""
+    significance: float | None = Field(
+        None,
+        gt=0,
+        lt=0.5,
+        description="rates relative to blue only: breach only when the one-sided test at this "
+        "level shows the candidate past the threshold (noise in a small window neither rolls "
+        "back a good model nor hides a clearly bad one)",
+    )
+    cluster_size: int = Field(
+        1,
+        ge=1,
+        description="observations per independent unit (feedback events of one answer share "
+        "a listener and a list): the test counts samples / cluster_size",
+    )
+
+    @model_validator(mode="after")
+    def _significance_for_relative_rates(self) -> GuardrailSpec:
+        if self.significance is not None and (
+            self.comparison != "relative_to_blue" or self.metric not in RATE_MEASURES
+        ):
+            raise ValueError(
+                f"{self.name}: significance applies to rates relative to blue "
+                f"({', '.join(RATE_MEASURES)}) only"
+            )
+        return self
 
     @model_validator(mode="after")
     def _shadow_measures_in_shadow_only(self) -> GuardrailSpec:
@@ -238,6 +265,22 @@ def _usable(m: Measure | None) -> bool:
     return m is not None and m.value is not None and math.isfinite(m.value)
 
 
+def margin_z(
+    spec: GuardrailSpec, rate: float, samples: int, blue_rate: float, blue_samples: int
+) -> float:
+    """z of the candidate's rate past blue's rate moved by the threshold (positive = worse),
+    counting samples / cluster_size independent units on each side."""
+    n, n_blue = samples / spec.cluster_size, blue_samples / spec.cluster_size
+    limit = blue_rate * (1 + spec.threshold)
+    variance = (
+        rate * (1 - rate) / n + (1 + spec.threshold) ** 2 * blue_rate * (1 - blue_rate) / n_blue
+    )
+    diff = rate - limit if spec.direction == "lower_is_better" else limit - rate
+    if variance <= 0:
+        return math.copysign(math.inf, diff) if diff else 0.0
+    return diff / math.sqrt(variance)
+
+
 def evaluate_guardrail(
     spec: GuardrailSpec, measures: Mapping[str, Mapping[str, Measure]], slot: str
 ) -> GuardrailResult:
@@ -304,6 +347,13 @@ def evaluate_guardrail(
     bound = "<=" if spec.direction == "lower_is_better" else ">="
     what = "relative to blue " if spec.comparison == "relative_to_blue" else ""
     detail = f"{spec.metric} {what}{compared:.4g} (limit {bound} {spec.threshold:g})"
+    if worse and spec.significance is not None and blue_value is not None:
+        assert blue is not None
+        z = margin_z(spec, mine.value, mine.samples, blue_value, blue.samples)
+        needed = NormalDist().inv_cdf(1 - spec.significance)
+        worse = z > needed
+        verdict = "significant" if worse else "not significant"
+        detail += f"; {verdict}: z {z:.2f} vs {needed:.2f} (one-sided {spec.significance:g})"
     return result(
         Verdict.BREACH if worse else Verdict.PASS,
         detail,

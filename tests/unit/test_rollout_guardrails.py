@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from hypothesis import given
@@ -168,3 +169,73 @@ def test_slot_measures() -> None:
     assert m["shadow"]["shadow_overlap"] == Measure(0.5, 1)
     assert m["shadow"]["p99_latency_ms"] == Measure(30.0, 1)
     assert m["blue"]["error_rate"] == Measure(None, 0)
+
+
+def _skip_vs_blue(**kw: object) -> GuardrailSpec:
+    base: dict[str, object] = {
+        "metric": "skip_rate",
+        "comparison": "relative_to_blue",
+        "threshold": 0.15,
+        "min_samples": 400,
+        "significance": 0.01,
+        "cluster_size": 10,
+    }
+    return _spec(**{**base, **kw})
+
+
+def test_a_significant_rate_guardrail_breaches_on_evidence_not_on_window_noise() -> None:
+    spec = _skip_vs_blue()
+    # The main job's window: 45 answers to green (454 feedback events), 0.26 vs blue's 0.205.
+    measures = {
+        "green": {"skip_rate": Measure(0.26, 454)},
+        "blue": {"skip_rate": Measure(0.205, 8_000)},
+    }
+    noisy = evaluate_guardrail(spec, measures, "green")
+    assert noisy.verdict == Verdict.PASS and "not significant" in noisy.detail
+    assert noisy.compared == pytest.approx(0.26 / 0.205 - 1)
+    measures["green"]["skip_rate"] = Measure(0.5, 454)  # a model listeners clearly dislike
+    bad = evaluate_guardrail(spec, measures, "green")
+    assert bad.verdict == Verdict.BREACH and "significant" in bad.detail
+    measures["green"]["skip_rate"] = Measure(0.5, 100)  # too few events to judge yet
+    assert evaluate_guardrail(spec, measures, "green").verdict == Verdict.INCONCLUSIVE
+    higher = _skip_vs_blue(direction="higher_is_better", threshold=-0.15)
+    measures["green"]["skip_rate"] = Measure(0.05, 454)  # far below blue on a good-is-high rate
+    assert evaluate_guardrail(higher, measures, "green").verdict == Verdict.BREACH
+
+
+def test_a_significant_rate_guardrail_breaches_at_the_margin_about_alpha_of_the_time() -> None:
+    """At the limit (green's true rate = blue's x (1 + threshold)) the one-sided test breaches
+    in about `significance` of windows; well inside the limit, almost never."""
+    rng = np.random.default_rng(7)
+    spec = _spec(
+        metric="skip_rate", comparison="relative_to_blue", threshold=0.15, min_samples=100,
+        significance=0.05,
+    )  # fmt: skip
+    n_green, n_blue, blue_rate = 600, 6_000, 0.2
+
+    def breach_share(green_rate: float) -> float:
+        green = rng.binomial(n_green, green_rate, 4_000) / n_green
+        blue = rng.binomial(n_blue, blue_rate, 4_000) / n_blue
+        return float(
+            np.mean(
+                [
+                    evaluate_guardrail(
+                        spec,
+                        {"green": {"skip_rate": Measure(g, n_green)},
+                         "blue": {"skip_rate": Measure(b, n_blue)}},
+                        "green",
+                    ).verdict == Verdict.BREACH
+                    for g, b in zip(green, blue, strict=True)
+                ]
+            )
+        )  # fmt: skip
+
+    assert 0.03 < breach_share(blue_rate * 1.15) < 0.07
+    assert breach_share(blue_rate) < 0.01
+
+
+def test_significance_is_for_rates_relative_to_blue_only() -> None:
+    with pytest.raises(ValueError, match="significance applies to rates relative to blue"):
+        _spec(metric="p99_latency_ms", comparison="relative_to_blue", significance=0.01)
+    with pytest.raises(ValueError, match="significance applies"):
+        _spec(metric="skip_rate", comparison="absolute", significance=0.01)
