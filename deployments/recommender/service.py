@@ -45,6 +45,7 @@ from deployments.recommender.loading import (
     build_pipeline,
     listener_history,
     open_online_features,
+    settle_heap,
 )
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -155,10 +156,12 @@ class Recommender:
         try:
             self.features = open_online_features(self.settings)
             self.history = listener_history(self.settings)
-            self.pipeline = build_pipeline(
+            pipeline = build_pipeline(
                 self.settings, serving.candidates_ref, serving.ranker_ref,
                 self.features, self.history,
             )  # fmt: skip
+            settle_heap()
+            self.pipeline = pipeline  # ready from here on
         except Exception as exc:
             self.load_error = str(exc)
             log.error("initial model load failed", extra={"slot": self.slot, "error": str(exc)})
@@ -343,6 +346,9 @@ class Recommender:
             }
         self.pipeline = fresh  # one reference assignment: requests see old or new, never half
         self.load_error = None
+        # The gateway sends a reloaded green or shadow nothing until this call answers, so the
+        # old pipeline's collection stalls no listener there (blue, at promotion, pays it once).
+        settle_heap()
         self._reload_lock.release()
         return {
             "status": "reloaded",
