@@ -297,7 +297,10 @@ class LifecycleSettings(StrictModel):
     """The main job: how new data arrives run after run and how a release is exercised."""
 
     holdback_days: int = Field(
-        2, ge=0, description="simulated days held back from the first run for the next one"
+        7,
+        ge=0,
+        description="simulated days held back from the first run for the next one: a week, "
+        "so the second run is the weekly retrain on twice the history",
     )
     traffic_listeners: int = Field(12, ge=1, description="concurrent simulated listeners")
     traffic_think_seconds: float = Field(0.25, ge=0, description="pause between requests")

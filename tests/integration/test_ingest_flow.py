@@ -120,6 +120,7 @@ def test_main_job_runs_from_the_command_line(
     # the serving stack is stopped at the end instead of left serving.
     monkeypatch.setenv("CROSSFADE_LIFECYCLE__KEEP_SERVING", "false")
     monkeypatch.setenv("CROSSFADE_SIMULATOR__DAYS", "8")  # the ranker logs 4 days of slates
+    monkeypatch.setenv("CROSSFADE_LIFECYCLE__HOLDBACK_DAYS", "2")  # run 1 sees 6 of them
     result = _cli(["run", "--runs", "1"], tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "run 1: completed" in result.stdout, result.stdout[-3000:]

@@ -36,6 +36,7 @@ def world_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Setti
     for key, value in SMALL_WORLD.items():
         monkeypatch.setenv(f"CROSSFADE_SIMULATOR__{key.upper()}", str(value))
     monkeypatch.setenv("CROSSFADE_LIFECYCLE__TRAFFIC_LISTENERS", "8")
+    monkeypatch.setenv("CROSSFADE_LIFECYCLE__HOLDBACK_DAYS", "2")  # of the small world's 7
     settings = load_settings()
     assert settings.data_root == tmp_path / "data"
     yield settings
