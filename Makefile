@@ -48,7 +48,7 @@ stop: $(STAMP) ## Stop the serving stack that `make run` left serving
 	$(BIN)/crossfade stop
 
 test: $(STAMP) ## Run the whole test suite (unit, integration, drills)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --durations=20
 
 lint: $(STAMP) ## Ruff lint and format check
 	$(BIN)/ruff check .

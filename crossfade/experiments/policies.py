@@ -10,6 +10,7 @@ real improvement, for power checks). Loading registered versions lives in
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -141,14 +142,14 @@ class PipelinePolicy:
         index = self.world.user_index(list(user_ids))
         out = []
         for user, u in zip(user_ids, index, strict=True):
-            request = RecommendRequest.model_validate(
-                {
-                    "listener_id": user,
-                    "context": listener_context(self.world, int(u), at),
-                    "shelf": self.shelf,
-                    "k": k,
-                }
-            )
+            body = {
+                "listener_id": user,
+                "context": listener_context(self.world, int(u), at),
+                "shelf": self.shelf,
+                "k": k,
+            }
+            # parsed from JSON as the service parses it (strict models take ISO strings there)
+            request = RecommendRequest.model_validate_json(json.dumps(body))
             try:
                 answer = self.pipeline.recommend(request)
             except Exception:  # the service would answer 5xx: an error, not a crash

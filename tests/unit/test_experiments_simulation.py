@@ -95,3 +95,28 @@ def test_planted_effect_ships_and_null_does_not(world, settings: Settings) -> No
     assert erase_listener(settings, victim) == 1
     assert victim not in set(read_exposures(settings, d.name)["user_id"])
     assert erase_listener(settings, victim) == 0
+
+
+def test_pipeline_policy_asks_with_valid_recommend_requests(world) -> None:  # type: ignore[no-untyped-def]
+    """The policy that wraps a serving pipeline builds the same request the service parses
+    (strict models: the context's ISO timestamp must parse as JSON does)."""
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    from crossfade.experiments.policies import PipelinePolicy
+    from crossfade.serving.api import RecommendRequest
+
+    seen: list[RecommendRequest] = []
+    items = ["t-1", "t-2", "t-3"]
+
+    class Answering:
+        def recommend(self, request: RecommendRequest) -> SimpleNamespace:
+            seen.append(request)
+            return SimpleNamespace(items=[{"item_id": i} for i in items])
+
+    users = [str(u) for u in world.listeners.user_ids[:4]]
+    at = datetime(2026, 1, 13, 21, 50, tzinfo=UTC)
+    slates = PipelinePolicy(Answering(), world).recommend(users, at, k=3)
+    assert [s.error for s in slates] == [False] * 4 and slates[0].item_ids == items
+    assert [r.listener_id for r in seen] == users
+    assert all(r.context.timestamp == at and r.k == 3 for r in seen)
