@@ -201,7 +201,9 @@ class Controller:
         green, shadow = split(pos, self.plan)
         phase = pos.phase
         if phase == Phase.SHADOW:
-            slots = {"blue": state.baseline, "green": None, "shadow": state.candidate}
+            # green loads the candidate now too (no listener yet), so the first canary step
+            # starts on a warm, confirmed slot instead of a reload
+            slots = {"blue": state.baseline, "green": state.candidate, "shadow": state.candidate}
         elif phase in (Phase.CANARY, Phase.SWITCH, Phase.BAKE):
             slots = {"blue": state.baseline, "green": state.candidate, "shadow": None}
         elif phase == Phase.PROMOTED:
@@ -449,8 +451,9 @@ class Controller:
         if now < due:
             return TickOutcome("wait", state)
         window = evaluate_from_store(
-            self.store, self.config, phase.value, candidate_slot(phase), state.window_start, now
-        )
+            self.store, self.config, phase.value, candidate_slot(phase), state.window_start, now,
+            green_percent=state.green_percent,
+        )  # fmt: skip
         try:
             return self._act_on(state, window, now)
         except ConflictError:

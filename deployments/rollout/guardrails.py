@@ -79,6 +79,14 @@ class GuardrailSpec(_Strict):
         "level shows the candidate past the threshold (noise in a small window neither rolls "
         "back a good model nor hides a clearly bad one)",
     )
+    min_green_percent: float = Field(
+        0.0,
+        ge=0,
+        lt=100,
+        description="judged only once green serves at least this share of listeners: a few "
+        "dozen canary listeners asking again and again see far fewer distinct items than "
+        "blue's whole audience, whatever the model",
+    )
     cluster_size: int = Field(
         1,
         ge=1,
@@ -161,9 +169,15 @@ class GuardrailsConfig(_Strict):
             raise ValueError(f"no guardrail covers phase(s) {', '.join(unguarded)}")
         return self
 
-    def for_phase(self, phase: str) -> list[GuardrailSpec]:
-        """The guardrails evaluated in a phase (lower-case phase name)."""
-        return [g for g in self.guardrails if phase.lower() in g.phases]
+    def for_phase(self, phase: str, green_percent: float | None = None) -> list[GuardrailSpec]:
+        """The guardrails evaluated in a phase (lower-case phase name); with `green_percent`,
+        only those whose `min_green_percent` the split reaches."""
+        return [
+            g
+            for g in self.guardrails
+            if phase.lower() in g.phases
+            and (green_percent is None or green_percent >= g.min_green_percent)
+        ]
 
 
 class GuardrailsError(ValueError):
@@ -372,10 +386,12 @@ def evaluate_window(
     end: float,
     measures: Mapping[str, Mapping[str, Measure]] | None,
     error: str | None = None,
+    green_percent: float | None = None,
 ) -> WindowResult:
-    """Judge every guardrail of `phase`; measures None (a failed query) breaches them all."""
+    """Judge every guardrail of `phase` (at `green_percent`, when given); measures None (a
+    failed query) breaches them all."""
     results: list[GuardrailResult] = []
-    for spec in config.for_phase(phase):
+    for spec in config.for_phase(phase, green_percent):
         if measures is None:
             results.append(
                 GuardrailResult(
@@ -405,6 +421,7 @@ def evaluate_from_store(
     slot: str,
     start: float,
     end: float,
+    green_percent: float | None = None,
 ) -> WindowResult:
     """Query the window's observations and judge them; any query failure is a breach."""
     try:
@@ -414,4 +431,4 @@ def evaluate_from_store(
         error = None
     except Exception as exc:  # fail closed on any store problem
         measures, error = None, f"{type(exc).__name__}: {exc}"
-    return evaluate_window(config, phase, slot, start, end, measures, error)
+    return evaluate_window(config, phase, slot, start, end, measures, error, green_percent)

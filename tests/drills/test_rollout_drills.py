@@ -38,6 +38,7 @@ from tests.fixtures.stack import (
     VIEWER,
     Traffic,
     eventually,
+    recommend_body,
     register_challenger,
     stack_settings,
     trained_world,
@@ -140,9 +141,23 @@ def _start_canary(stack: Stack, ranker: str) -> float:
     """Start a rollout of ranker `ranker`, approve shadow at once; returns the canary start."""
     started = _admin(stack, "POST", "start", candidates="champion", ranker=ranker, reason="drill")
     assert started["phase"] == "SHADOW", started
+    # Green loads the candidate during shadow; the gateway sends it listeners only once it
+    # serves it, so the canary's first window judges the candidate from its first second.
+    eventually(lambda: _green_serves(stack, ranker), f"green to load ranker {ranker}", timeout=120)
     canary = _admin(stack, "POST", "promote", reason="drill: straight to canary")
     assert canary["phase"] == "CANARY" and canary["green_percent"] == 50, canary
     return float(canary["next_evaluation_at"]) - WINDOW_S
+
+
+def _green_serves(stack: Stack, ranker: str) -> bool:
+    """Whether green's own answer (asked directly, faults and all) comes from `ranker`."""
+    try:
+        answer = httpx.post(
+            f"{stack.url('green')}/recommend", json=recommend_body("u-drill"), timeout=10
+        )
+    except httpx.HTTPError:
+        return False
+    return answer.is_success and str(answer.json()["model"]["ranker"]) == str(ranker)
 
 
 def _breached(status: dict[str, Any]) -> set[str]:

@@ -122,6 +122,8 @@ def test_full_release_promotes_champion(
     state = ctl.start("alice", "2", "2", "weekly retrain")
     assert state.phase == "SHADOW" and state.shadow_share == ctl.config.shadow.share
     assert state.slots["shadow"] == {"candidates": "2", "ranker": "2"}
+    assert state.slots["green"] == state.slots["shadow"]  # loads now, serves from the canary
+    assert state.green_percent == 0
     assert state.slots["blue"] == {"candidates": "1", "ranker": "1"}
     assert _aliases(release_settings, RANKER)["challenger"] == "2"
     seen = []

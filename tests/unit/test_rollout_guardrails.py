@@ -239,3 +239,23 @@ def test_significance_is_for_rates_relative_to_blue_only() -> None:
         _spec(metric="p99_latency_ms", comparison="relative_to_blue", significance=0.01)
     with pytest.raises(ValueError, match="significance applies"):
         _spec(metric="skip_rate", comparison="absolute", significance=0.01)
+
+
+def test_a_guardrail_with_min_green_percent_is_judged_from_that_split_on(
+    config: GuardrailsConfig,
+) -> None:
+    diversity = next(g for g in config.guardrails if g.name == "catalogue_diversity")
+    assert diversity.min_green_percent == 25
+    first_step = config.canary.steps[0]
+    assert first_step < 25
+    assert diversity not in config.for_phase("canary", first_step)
+    assert diversity in config.for_phase("canary", 25.0)
+    assert diversity in config.for_phase("canary")  # no split given: every canary guardrail
+    narrow = {
+        "green": {"catalogue_diversity": Measure(0.1, 60)},
+        "blue": {"catalogue_diversity": Measure(0.5, 60)},
+    }
+    early = evaluate_window(config, "canary", "green", 0, 10, narrow, green_percent=first_step)
+    late = evaluate_window(config, "canary", "green", 0, 10, narrow, green_percent=50.0)
+    assert "catalogue_diversity" not in {r.name for r in early.results}
+    assert {r.name for r in late.results if r.verdict == Verdict.BREACH} >= {"catalogue_diversity"}
