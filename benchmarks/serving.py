@@ -407,8 +407,9 @@ median over runs):
 p99: shadow off {overhead_off:+.0%}, {verdict_over}; shadow on {overhead_on:+.0%} (mirroring
 doubles the recommender CPU on the same two cores, so this one also measures contention).
 
-Timings were taken under load: other jobs shared the 2 cores (1-minute load average at the start
-of the runs {min(loads):.2f}-{max(loads):.2f}), so they are upper bounds and the p99s are noisy.
+1-minute load average at the start of the runs: {min(loads):.2f}-{max(loads):.2f} on {cores} cores
+(the benchmark's own stack and load generator count in it; above the core count, other jobs
+competed too and the timings are upper bounds).
 {oversubscribed}
 """
 

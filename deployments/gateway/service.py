@@ -31,6 +31,7 @@ from deployments.gateway.proxy import Gateway as GatewayCore
 from deployments.gateway.proxy import Reply
 from deployments.gateway.reconcile import SlotReconciler
 from deployments.gateway.state import StateCache
+from deployments.heap import settle_heap
 from deployments.rollout.observations import ObservationRecorder
 from deployments.rollout.store import RolloutStore
 
@@ -154,6 +155,7 @@ class Gateway:
         state.listeners.append(self.reconciler.on_state)
         state.confirmed = self.reconciler.confirmed
         await state.refresh()
+        settle_heap()  # full collections then skip the ~115k objects of the imported stack
         self._tasks.append(asyncio.get_running_loop().create_task(state.run()))
 
     @bentoml.on_shutdown

@@ -6,7 +6,6 @@ version), the Feast online reader, the item-feature cache, the listeners' artist
 
 from __future__ import annotations
 
-import gc
 import time
 from typing import Any
 
@@ -128,20 +127,3 @@ def build_pipeline(
     }
     log.info("models loaded", extra=extra)
     return pipeline
-
-
-def settle_heap() -> float:
-    """Collect once, then freeze every object alive (the loaded models' ~400k) out of the
-    collector's reach; returns the seconds it took.
-
-    Without it each full collection walks every model object: 0.29 s with the GIL held,
-    measured on the main job's models, a stall that lands on whichever requests are running
-    (green's p99 hit the gateway's 300 ms slot timeout). Frozen objects are still freed by
-    reference counting; `unfreeze` first lets a reload's collection reclaim the old pipeline's
-    cycles. Call it before the slot takes traffic (initial load, reload before it answers).
-    """
-    started = time.perf_counter()
-    gc.unfreeze()
-    gc.collect()
-    gc.freeze()
-    return time.perf_counter() - started

@@ -41,11 +41,11 @@ from crossfade.serving.api import (
 )
 from crossfade.serving.logs import FEEDBACK, REQUESTS, BatchedLog, logs_dir
 from crossfade.serving.pipeline import RecommendationPipeline
+from deployments.heap import settle_heap
 from deployments.recommender.loading import (
     build_pipeline,
     listener_history,
     open_online_features,
-    settle_heap,
 )
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from deployments.recommender.loading import settle_heap
+from deployments.heap import settle_heap
 
 
 class _Node:
