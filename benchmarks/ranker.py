@@ -17,10 +17,8 @@ from pathlib import Path
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import pandas as pd
 
 from benchmarks.report import write_section
-from crossfade import columns as C
 from crossfade.config import load_settings
 from crossfade.data import lake
 from crossfade.data.simulator import simulate
@@ -40,14 +38,11 @@ def measure(seed: int) -> dict[str, float]:
         publish_tables.fn(settings, compute_tables.fn(settings))
         apply_definitions.fn(settings)
         start = time.perf_counter()
-        raw, frames, cutoff = steps.log_impressions.fn(settings)
+        raw, frames, cutoff, days = steps.log_impressions.fn(settings)
         logged = time.perf_counter()
         log = steps.join_store_features.fn(settings, raw)
         joined = time.perf_counter()
-        day = pd.Timedelta(days=1)
-        train = log[log[C.TS] < cutoff + 2 * day]
-        valid = log[(log[C.TS] >= cutoff + 2 * day) & (log[C.TS] < cutoff + 3 * day)]
-        test = log[log[C.TS] >= cutoff + 3 * day]
+        train, valid, test = steps.temporal_split(log, cutoff, days)
         policy = load_label_policy(settings.config_path / "labels.yaml")
         model = steps.fit_ranker(
             train, valid, list(steps.FEATURES), steps.REQUEST, steps.TIER, policy

@@ -1,12 +1,14 @@
 """Training flow, ranker stage: logged impressions → per-tier LambdaRank → gate → registry.
 
-1. On the lake's simulated world, a candidate model trained on all but the last 4 days
-   retrieves candidates; randomised slates are shown to the simulator's listeners and their
-   responses graded by the label policy (`crossfade/ranking/dataset.py`).
+1. On the lake's simulated world, a candidate model trained on all but the last 4 to 8 days
+   (half the history, `log_days`) retrieves candidates; randomised slates are shown to the
+   simulator's listeners and their responses graded by the label policy
+   (`crossfade/ranking/dataset.py`).
 2. Listener, item and request-context features are joined from the feature service
    `ranker_features_v1` as of each request's time (Feast point-in-time join, one retrieval for
    all rows) and combined with the candidate crosses (`crossfade/ranking/features.py`).
-3. Temporal validation: 2 days to train, 1 to early-stop, 1 to test.
+3. Temporal validation: all logged days but the last two to train (2 to 6), 1 to early-stop,
+   1 to test.
 4. Offline metrics on the test requests (NDCG@10 per tier and overall, long-tail share,
    diversity, coverage), against ordering by candidate score.
 5. The gate reads the metric tree (`configs/metrics.yaml`) and compares with the current
@@ -68,7 +70,18 @@ from model_registry.ranker import MODEL_NAME, TIER, load_ranker, register_ranker
 from model_registry.registry import CHAMPION, client, promote, run_metrics, version_by_alias
 
 log = get_logger("flows.train_ranker")
-LOG_DAYS = 4
+MIN_LOG_DAYS = 4  # 2 to train, 1 to early-stop, 1 to test
+MAX_LOG_DAYS = 8
+
+
+def log_days(history_days: int) -> int:
+    """Days of logged slates: half the lake's history, from 4 to 8 (all but the last two to
+    train, then one to early-stop and one to test), so the weekly retrain learns from more
+    slates than the first model did, and the candidate model behind the slates keeps the other
+    half of the history."""
+    return max(MIN_LOG_DAYS, min(MAX_LOG_DAYS, history_days // 2))
+
+
 MAX_LISTENERS = 400
 
 
@@ -292,11 +305,14 @@ def slice_table(
 @task(name="ranker-impressions", cache_policy=NO_CACHE)
 def log_impressions(
     settings: Settings,
-) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.Timestamp]:
-    """Candidates before the cutoff, then graded slates over the last days (no store features)."""
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame], pd.Timestamp, int]:
+    """Candidates before the cutoff, then graded slates over the last days (no store
+    features); returns the log, the lake's frames, the cutoff and the days logged."""
     world, frames = _simulated_world(settings)
     end = frames["events"][C.TS].max().floor("D")
-    cutoff = (end - pd.Timedelta(days=LOG_DAYS - 1)).to_pydatetime()
+    history = (end - frames["events"][C.TS].min().floor("D")).days + 1
+    days = log_days(history)
+    cutoff = (end - pd.Timedelta(days=days - 1)).to_pydatetime()
     past = frames["events"][frames["events"][C.TS] < cutoff]
     model = train_candidates(
         past, frames["items"], frames["users"], frames["onboarding"],
@@ -306,12 +322,24 @@ def log_impressions(
     users = sorted(set(past[C.USER_ID]))[:MAX_LISTENERS]
     log = simulated_impressions(
         model, world, frames["items"], History.from_events(past, frames["items"]),
-        users, cutoff, LOG_DAYS, policy, settings.seed,
+        users, cutoff, days, policy, settings.seed,
     )  # fmt: skip
     log[TIER] = log[C.USER_ID].map(
         frames["users"].drop_duplicates(C.USER_ID).set_index(C.USER_ID)[C.TIER]
     )
-    return log, frames, pd.Timestamp(cutoff)
+    return log, frames, pd.Timestamp(cutoff), days
+
+
+def temporal_split(
+    log: pd.DataFrame, cutoff: pd.Timestamp, days: int
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """The logged days from `cutoff`: all but the last two to train, one to early-stop, the
+    last to test."""
+    day = pd.Timedelta(days=1)
+    fit_end, test_start = cutoff + (days - 2) * day, cutoff + (days - 1) * day
+    train = log[log[C.TS] < fit_end]
+    valid = log[(log[C.TS] >= fit_end) & (log[C.TS] < test_start)]
+    return train, valid, log[log[C.TS] >= test_start]
 
 
 # What the join asks the feature service for: the ranker's store inputs, plus the age bucket
@@ -385,12 +413,9 @@ def model_card(metrics: dict[str, float], baseline: dict[str, float], tags: dict
 def train_ranker_flow(profile: str | None = None) -> dict[str, Any]:
     """Train, evaluate, gate and register the ranker; returns the outcome."""
     settings = load_settings(profile)
-    raw_log, frames, cutoff = log_impressions(settings)
+    raw_log, frames, cutoff, days = log_impressions(settings)
     log_frame = join_store_features(settings, raw_log)
-    day = pd.Timedelta(days=1)
-    train = log_frame[log_frame[C.TS] < cutoff + 2 * day]
-    valid = log_frame[(log_frame[C.TS] >= cutoff + 2 * day) & (log_frame[C.TS] < cutoff + 3 * day)]
-    test = log_frame[log_frame[C.TS] >= cutoff + 3 * day]
+    train, valid, test = temporal_split(log_frame, cutoff, days)
     policy = load_label_policy(settings.config_path / "labels.yaml")
     model = fit_ranker(train, valid, list(FEATURES), REQUEST, TIER, policy)
     scores = model.predict(test, TIER)  # scored once, used by every measurement below
