@@ -101,3 +101,16 @@ def test_analyze_rejects_mismatched_units_and_negative_counts() -> None:
         analyze(d, tree, units, daily)
     with pytest.raises(ExperimentError, match="empty"):
         analyze(d, tree, units.iloc[:0], daily.iloc[:0])
+
+
+def test_a_constant_ratio_equal_in_both_arms_is_no_difference_despite_rounding() -> None:
+    """Serving cost is a fixed price per request: both arms' ratio is 0.003 up to the last bit
+    of a float; that rounding must not read as a significant harm."""
+    from crossfade.experiments.stats import ratio_test
+
+    rng = np.random.default_rng(3)
+    requests_c, requests_t = rng.integers(1, 40, 500), rng.integers(1, 40, 480)
+    cost_c, cost_t = 0.003 * requests_c, requests_t * 3 / 1000  # same price, other rounding
+    result = ratio_test(cost_c, requests_c.astype(float), cost_t, requests_t.astype(float))
+    assert result.difference == 0.0 and result.p_value == 1.0
+    assert (result.ci_low, result.ci_high) == (0.0, 0.0)
