@@ -245,11 +245,12 @@ def test_a_guardrail_with_min_green_percent_is_judged_from_that_split_on(
     config: GuardrailsConfig,
 ) -> None:
     diversity = next(g for g in config.guardrails if g.name == "catalogue_diversity")
-    assert diversity.min_green_percent == 25
+    assert diversity.min_green_percent == 50
     first_step = config.canary.steps[0]
-    assert first_step < 25
+    assert first_step < 50
     assert diversity not in config.for_phase("canary", first_step)
-    assert diversity in config.for_phase("canary", 25.0)
+    assert diversity not in config.for_phase("canary", 25.0)
+    assert diversity in config.for_phase("canary", 50.0)
     assert diversity in config.for_phase("canary")  # no split given: every canary guardrail
     narrow = {
         "green": {"catalogue_diversity": Measure(0.1, 60)},
