@@ -6,6 +6,8 @@ differs from what a slot last confirmed, it asks that slot to reload (`POST /adm
 off the request path); the recommender loads the models first and swaps atomically, so the
 slot keeps answering throughout. A failed reload is retried on the next state read. A slot
 whose latest answer (seen by the gateway) already carries the assigned versions is not asked.
+`confirmed` tells the state cache which assigned slots may take traffic: none before it
+serves what it is assigned (deployments/gateway/state.py, `StateCache.gated`).
 """
 
 from __future__ import annotations
