@@ -4,13 +4,15 @@ One default simulated world (1,000 listeners, 4,000 tracks, 14 days, seed 42) go
 main job's flows (ingest, features, candidates, ranker; a child process with its own Prefect
 home) and its first model versions become `champion`. Then the real stack starts
 (`deployments.serve.start_stack`: blue, green, shadow recommenders and a gateway with shadow
-mirroring off), plus a second gateway process in front of the same slots whose idle shadow
-share is `--shadow-share` (default 1.0: every request blue answers is mirrored, subject to the
-gateway's in-flight cap). The load generator is locust, headless, in its own process
+mirroring off), plus two more gateway processes in front of the same slots, one whose idle
+shadow share is `--shadow-share` (default 1.0: every request blue answers is mirrored, subject
+to the gateway's in-flight cap) and one with the share a rollout mirrors in its shadow phase
+(`shadow.share` of configs/guardrails.yaml). The load generator is locust, headless, in its
+own process
 (`benchmarks/locustfile.py`), with `--users` simulated listeners: each one posts a /recommend
 body (real listener ids and contexts of the world, drawn from a prepared file) and then thinks
 for a uniform [think-min, think-max] seconds before asking again. "50 concurrent listeners" is
-50 such sessions at once. The three configurations run in rotation, `--runs` times, so a change
+50 such sessions at once. The four configurations run in rotation, `--runs` times, so a change
 in the machine's load spreads over all of them; the table shows medians over runs.
 
 Run: `python -m benchmarks.serving [--runs 3] [--seconds 30] [--users 50] [--root DIR]`
@@ -154,8 +156,8 @@ def write_bodies(settings: Any, path: Path, count: int, seed: int) -> int:
 
 # -- the stack -----------------------------------------------------------------------------
 @contextmanager
-def shadow_gateway(stack: Any, share: float) -> Iterator[Any]:
-    """A second gateway process in front of the same slots, mirroring `share` to shadow."""
+def shadow_gateway(stack: Any, share: float, name: str) -> Iterator[Any]:
+    """Another gateway process in front of the same slots, mirroring `share` to shadow."""
     from crossfade.config import ENV_PREFIX
     from deployments.process import free_port, start_service
     from deployments.serve import GATEWAY, bentoml_home, settings_env
@@ -163,7 +165,7 @@ def shadow_gateway(stack: Any, share: float) -> Iterator[Any]:
     port = free_port()
     env = {
         **settings_env(stack.settings),
-        "BENTOML_HOME": str(bentoml_home(stack.settings, "gateway-shadow")),
+        "BENTOML_HOME": str(bentoml_home(stack.settings, name)),
         f"{ENV_PREFIX}GATEWAY__BLUE_PORT": str(stack.ports.blue),
         f"{ENV_PREFIX}GATEWAY__GREEN_PORT": str(stack.ports.green),
         f"{ENV_PREFIX}GATEWAY__SHADOW_PORT": str(stack.ports.shadow),
@@ -325,7 +327,8 @@ def measure(
 CONFIGS = {
     "direct": "blue directly (no gateway)",
     "gateway": "gateway, shadow off",
-    "gateway+shadow": "gateway, shadow on",
+    "gateway+shadow": "gateway, shadow on (every request)",
+    "gateway+rollout-shadow": "gateway, shadow on (the rollout's share)",
 }
 
 
@@ -359,6 +362,10 @@ def render(
         cpu_rows.append(f"| {label} | {cells} |")
     shadow_runs = by_config["gateway+shadow"]
     gw_p99 = median_of(shadow_runs, "p99")
+    rollout_p99 = median_of(by_config["gateway+rollout-shadow"], "p99")
+    verdict_rollout = (
+        "met" if rollout_p99 <= TARGET_P99_MS else f"missed by {rollout_p99 - TARGET_P99_MS:.1f} ms"
+    )
     off_p99 = median_of(by_config["gateway"], "p99")
     overhead_off = off_p99 / direct_p99 - 1
     overhead_on = gw_p99 / direct_p99 - 1
@@ -380,7 +387,7 @@ def render(
 Default world (1,000 listeners, 4,000 tracks, 14 days, seed {SEED}), trained by the main job's
 flows (ingest, features, candidates, ranker {info.get("ranker_version", "?")}); the real stack
 on loopback (`start_stack`: blue, green, shadow recommenders, one BentoML process each, and
-the gateway), plus a second gateway with shadow mirroring on. Load: locust {args.users} users
+the gateway), plus two more gateways with shadow mirroring on. Load: locust {args.users} users
 in its own process (`benchmarks/locustfile.py`, FastHttpUser), each a listener session that
 posts /recommend (k=10, home 80 % / discover_weekly 20 %, {ids} distinct listeners of the
 world with their own contexts) and thinks for U({args.think_min}, {args.think_max}) s before
@@ -403,9 +410,12 @@ median over runs):
 {chr(10).join(cpu_rows)}
 
 **Targets.** p99 through the gateway with shadow on at {args.users} listeners <=
-{TARGET_P99_MS:.0f} ms: {gw_p99:.1f} ms, {verdict_p99}. Gateway overhead <= 10 % of the direct
-p99: shadow off {overhead_off:+.0%}, {verdict_over}; shadow on {overhead_on:+.0%} (mirroring
-doubles the recommender CPU on the same two cores, so this one also measures contention).
+{TARGET_P99_MS:.0f} ms: with the share a rollout mirrors during its shadow phase
+(`shadow.share` {info["rollout_share"]} in configs/guardrails.yaml) {rollout_p99:.1f} ms,
+{verdict_rollout}; with every request mirrored {gw_p99:.1f} ms, {verdict_p99}.
+Gateway overhead <= 10 % of the direct p99: shadow off {overhead_off:+.0%}, {verdict_over};
+every request mirrored {overhead_on:+.0%} (mirroring doubles the recommender CPU on the
+same two cores, so this one also measures contention).
 
 1-minute load average at the start of the runs: {min(loads):.2f}-{max(loads):.2f} on {cores} cores
 (the benchmark's own stack and load generator count in it; above the core count, other jobs
@@ -438,21 +448,31 @@ def main(argv: list[str] | None = None) -> None:
         work = root / "bench" / "serving"
         bodies = work / "bodies.jsonl"
         ids = write_bodies(settings, bodies, BODIES, SEED)
+        from deployments.rollout.guardrails import guardrails_path, load_guardrails
         from deployments.serve import start_stack
 
+        rollout_share = load_guardrails(guardrails_path(settings)).shadow.share
+        info["rollout_share"] = rollout_share
         by_config: dict[str, list[Result]] = {c: [] for c in CONFIGS}
-        with start_stack(settings) as stack, shadow_gateway(stack, args.shadow_share) as mirror:
+        with (
+            start_stack(settings) as stack,
+            shadow_gateway(stack, args.shadow_share, "gateway-shadow") as mirror,
+            shadow_gateway(stack, rollout_share, "gateway-rollout") as rollout,
+        ):
             pids = {
                 "gateway": stack.services["gateway"].process.pid,
                 "gateway (shadow on)": mirror.process.pid,
+                "gateway (rollout share)": rollout.process.pid,
                 "blue": stack.services["blue"].process.pid,
                 "shadow": stack.services["shadow"].process.pid,
             }
             urls = {"direct": stack.url("blue"), "gateway": stack.gateway_url}
             urls["gateway+shadow"] = mirror.url
+            urls["gateway+rollout-shadow"] = rollout.url
+            mirrors = {"gateway+shadow": mirror.url, "gateway+rollout-shadow": rollout.url}
             for _ in range(args.runs):
                 for config in CONFIGS:
-                    shadow_url = mirror.url if config == "gateway+shadow" else None
+                    shadow_url = mirrors.get(config)
                     by_config[config].append(
                         measure(config, urls[config], bodies, work, pids, args, shadow_url)
                     )

@@ -214,6 +214,11 @@ class ServingSettings(StrictModel):
         "(idle p50 is ~11 ms in all: these catch a stage gone wrong, not a busy core)",
     )
     rerank_depth: int = Field(60, ge=1, description="top ranked candidates the re-ranker sees")
+    compiled_ranker: bool = Field(
+        True,
+        description="score with the ranker's trees compiled to native code (lleaves), cached "
+        "per model under <data root>/cache; false: LightGBM's own predict",
+    )
     admin_token: SecretStr | None = Field(
         None, description="bearer token of /admin/*; set CROSSFADE_SERVING__ADMIN_TOKEN"
     )
@@ -398,6 +403,11 @@ class Settings(BaseSettings):
     def features_dir(self) -> Path:
         """Offline feature tables (Parquet) and the Feast registry and SQLite online store."""
         return self.data_root / "features"
+
+    @property
+    def cache_dir(self) -> Path:
+        """Derived artefacts that can be rebuilt at any time (compiled ranker trees)."""
+        return self.data_root / "cache"
 
     @property
     def config_path(self) -> Path:

@@ -51,6 +51,7 @@ from crossfade.features import catalog
 from crossfade.features.online import FeatureVector, ItemFeatures, OnlineFeatures
 from crossfade.features.policy import FeaturePolicy
 from crossfade.ranking import features as RF
+from crossfade.ranking.compiled import CompiledForest
 from crossfade.ranking.dataset import History
 from crossfade.ranking.ranker import RankerModel
 from crossfade.reranking import RequestContext as RerankContext
@@ -167,6 +168,7 @@ class RecommendationPipeline:
         clock: Callable[[], float] = time.perf_counter,
         now: Callable[[], datetime] = _utcnow,
         fast: bool = True,
+        compiled: Mapping[str, CompiledForest] | None = None,
     ) -> None:
         unknown = sorted(set(budgets_ms) - set(F.STAGES))
         absent = sorted(set(F.STAGES) - set(budgets_ms))
@@ -198,6 +200,8 @@ class RecommendationPipeline:
         self.fast = fast
         self.inputs = RankerInputs(self.catalog, model, self.history, policy)
         self.fast_reranker = FastReranker(reranker)
+        # the ranker's trees as native code per tier (ranking.compiled); LightGBM otherwise
+        self.compiled = dict(compiled or {})
         self._known: dict[str, tuple[str, str]] = {
             str(u): (str(a), str(t))
             for u, a, t in zip(
@@ -311,6 +315,9 @@ class RecommendationPipeline:
                 listener.user_id, found, vector, batch, request.context,
             )  # fmt: skip
         tier = listener.tier if listener.tier in ranker.boosters else next(iter(ranker.boosters))
+        forest = self.compiled.get(tier)
+        if forest is not None:
+            return forest.predict(matrix)
         booster = ranker.boosters[tier]
         best = ranker.best_iterations.get(tier) or None
         return np.asarray(booster.predict(matrix, num_iteration=best, num_threads=1))

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import mlflow
+import numpy as np
 
 from crossfade import columns as C
 from crossfade.candidates.model import CandidateModel
@@ -18,6 +19,7 @@ from crossfade.data import lake
 from crossfade.features.online import OnlineFeatures
 from crossfade.features.policy import load_policy
 from crossfade.log import get_logger
+from crossfade.ranking.compiled import CompiledForest, CompileError, agree, compile_ranker
 from crossfade.ranking.dataset import History
 from crossfade.reranking import Reranker, default_reranking_path, load_reranking
 from crossfade.serving.pipeline import ModelSet, RecommendationPipeline
@@ -65,6 +67,44 @@ def load_models(settings: Settings, candidates_ref: str, ranker_ref: str) -> Mod
     return ModelSet(candidates, ranker, c_version, r_version)
 
 
+# a compiled forest must score what LightGBM scores, up to float rounding
+COMPILED_TOLERANCE = 1e-6
+
+
+def compiled_ranker(settings: Settings, models: ModelSet) -> dict[str, CompiledForest]:
+    """The ranker's trees as native code per tier (compiled once per model and machine,
+    then loaded from <data root>/cache), checked against LightGBM on sample inputs; empty
+    (LightGBM's own predict serves) when switched off, on failure or on disagreement."""
+    ranker = models.ranker
+    if not settings.serving.compiled_ranker or ranker is None:
+        return {}
+    started = time.perf_counter()
+    try:
+        compiled = compile_ranker(ranker, settings.cache_dir / "ranker")
+    except CompileError as exc:
+        log.warning("serving the ranker with LightGBM", extra={"error": str(exc)})
+        return {}
+    rng = np.random.default_rng(0)
+    sample = rng.normal(size=(256, len(ranker.features)))
+    sample[rng.random(sample.shape) < 0.05] = np.nan
+    worst = agree(compiled, ranker, {tier: sample for tier in compiled})
+    if not worst <= COMPILED_TOLERANCE:
+        log.warning(
+            "compiled ranker disagrees with LightGBM: serving LightGBM",
+            extra={"max_abs_difference": worst, "ranker": models.ranker_version},
+        )
+        return {}
+    log.info(
+        "ranker compiled",
+        extra={
+            "ranker": models.ranker_version,
+            "seconds": round(time.perf_counter() - started, 2),
+            "max_abs_difference": worst,
+        },
+    )
+    return compiled
+
+
 def open_online_features(settings: Settings) -> OnlineFeatures | None:
     """The Feast online path, or None when no store was materialized (defaults are served)."""
     try:
@@ -108,6 +148,7 @@ def build_pipeline(
     """Load the models and assemble a warmed pipeline (item cache filled)."""
     started = time.perf_counter()
     models = load_models(settings, candidates_ref, ranker_ref)
+    compiled = compiled_ranker(settings, models)
     pipeline = RecommendationPipeline(
         models,
         features,
@@ -117,6 +158,7 @@ def build_pipeline(
         history=history[0],
         policy=features.policy if features is not None else None,
         artist_names=history[1],
+        compiled=compiled,
     )
     pipeline.warm()
     pipeline.warm_up()
@@ -124,6 +166,7 @@ def build_pipeline(
         "candidates": models.candidates_version,
         "ranker": models.ranker_version,
         "seconds": round(time.perf_counter() - started, 2),
+        "compiled_ranker": bool(compiled),
     }
     log.info("models loaded", extra=extra)
     return pipeline

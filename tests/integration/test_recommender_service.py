@@ -64,6 +64,9 @@ def test_ready_recommend_feedback_metrics_and_reload(
         assert 0 < len(answer["items"]) <= 7
         assert {"item_id", "score", "source", "reasons"} <= set(answer["items"][0])
         assert "features_unavailable" in answer["fallbacks"]  # no store was materialized
+        # the ranker serves compiled: one native object per tier's booster in the cache
+        compiled = list((data_root / "cache" / "ranker").glob("*.o"))
+        assert len(compiled) == 2, compiled  # premium and ad-supported boosters
 
         bad = body("u-someone")
         bad["context"]["timezone"] = "Mars/Base"
