@@ -1,7 +1,8 @@
 """Features flow: compute feature tables from the lake, validate them, apply, materialize.
 
 Reruns are idempotent: tables are recomputed from the lake and replaced whole, `feast apply`
-is declarative, and materialization is incremental. A table that fails validation stops the
+is declarative, and materialization writes each entity's newest snapshot
+(`feature_repo.online_write`). A table that fails validation stops the
 run before anything is replaced or materialized, so the online store keeps its last good
 values; the rejected tables are kept under quarantine/features/ with the report.
 """
@@ -30,6 +31,7 @@ from crossfade.safety.bots import human_events
 from crossfade.safety.paths import bot_flags_dir
 from feature_repo.definitions import build_definitions, feature_table_path
 from feature_repo.online_reader import write_marker
+from feature_repo.online_write import write_latest
 from feature_repo.store import open_store
 from flows.runners import dask_client, task_runner_for, uses_dask
 from validation.feature_tables import validate_feature_tables
@@ -104,10 +106,14 @@ def apply_definitions(settings: Settings) -> None:
 
 
 @task(name="materialize", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
-def materialize(settings: Settings, end: datetime) -> str:
-    """Load new snapshots into the online store and record the materialization."""
+def materialize(
+    settings: Settings, end: datetime, tables: dict[str, pd.DataFrame] | None = None
+) -> str:
+    """Load each entity's newest snapshot as of `end` into the online store (from `tables`,
+    or the published offline tables) and record the materialization."""
     store = open_store(settings)
-    store.materialize_incremental(end_date=end, feature_views=list(VIEWS))
+    written = write_latest(store, settings.features_dir, VIEWS, end, tables)
+    log.info("online store loaded", extra={"rows": written, "until": end.isoformat()})
     return write_marker(settings.features_dir, end, list(VIEWS))
 
 
@@ -163,7 +169,7 @@ def features_flow(profile: str | None = None, now: datetime | None = None) -> di
     apply_definitions(settings)
     end = max(frame[catalog.EVENT_TIMESTAMP].max() for frame in tables.values()).to_pydatetime()
     end = min(end, now)
-    mid = materialize(settings, end)
+    mid = materialize(settings, end, tables)
     outcome = FeaturesOutcome(
         status="materialized",
         rows=rows,
