@@ -26,7 +26,7 @@ SOURCES: tuple[str, ...] = (
 )
 
 
-@dataclass
+@dataclass(slots=True)
 class Candidate:
     """One retrieved item: where it came from and how strongly."""
 
@@ -77,21 +77,24 @@ def merge_sources(
         if len(ids) == 0:
             continue
         keep = allowed(ids)
+        quota = quotas.get(source, 0)
         taken: list[Candidate] = []
         rank = 0
-        for item, score, ok in zip(ids, scores, keep, strict=True):
+        # plain Python values: iterating NumPy scalars costs more than the loop body
+        for item, score, ok in zip(ids, np.asarray(scores).tolist(), keep.tolist(), strict=True):
             if not ok:
                 continue
             fused[item] = fused.get(item, 0.0) + 1.0 / (RRF_K + rank)
             rank += 1
-            if item in seen:
-                if source not in seen[item].sources:
-                    seen[item].sources.append(source)
+            known = seen.get(item)
+            if known is not None:
+                if source not in known.sources:
+                    known.sources.append(source)
                 continue
             candidate = Candidate(str(item), source, float(score), [source])
             seen[item] = candidate
             taken.append(candidate)
-            if len(taken) >= quotas.get(source, 0):
+            if len(taken) >= quota:
                 break
         per_source[source] = taken
     chosen = [c for taken in per_source.values() for c in taken]

@@ -290,7 +290,7 @@ class ItemIndex(ABC):
                 f"(catalogue {len(self)}, {excluded.size} excluded): the backend broke its contract"
             )
         rows, scores = sort_results(rows, scores, want)
-        return [self._ids[r] for r in rows], scores
+        return list(map(self._ids.__getitem__, rows.tolist())), scores
 
     def query_batch(
         self, vectors: np.ndarray | Sequence[Sequence[float]], k: int

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,7 @@ class CandidateModel:
                 strict=True,
             )
         )
-        self._item_row = pd.Index(self.popularity.item_ids)
+        self._item_row = {str(item): row for row, item in enumerate(self.popularity.item_ids)}
         self.new_listeners = NewListenerSource.from_settings(self.popularity, self.settings)
 
     # --- serving -------------------------------------------------------------------------
@@ -77,14 +78,14 @@ class CandidateModel:
         explicit = self.popularity.explicit_flags
 
         def check(ids: Any) -> np.ndarray:
-            rows = self._item_row.get_indexer(pd.Index(list(ids)))
+            rows = self._rows_of(ids)
             known = rows >= 0
             ok = known.copy()
             ok[known] &= playable[rows[known]]
             if listener.is_minor:
                 ok[known] &= ~explicit[rows[known]]
             if heard:
-                ok &= np.array([i not in heard for i in ids], dtype=bool)
+                ok &= ~np.fromiter(map(heard.__contains__, ids), dtype=bool, count=len(ids))
             return ok
 
         return check
@@ -138,8 +139,15 @@ class CandidateModel:
 
     def popularity_share(self, item_ids: Sequence[str]) -> np.ndarray:
         """Each item's share of decayed plays (0 for items the tables do not know)."""
-        rows = self._item_row.get_indexer(pd.Index(list(item_ids)))
+        rows = self._rows_of(item_ids)
         return np.where(rows >= 0, self.popularity.global_share()[np.maximum(rows, 0)], 0.0)
+
+    def _rows_of(self, item_ids: Sequence[str]) -> np.ndarray:
+        """Row of each item in the popularity tables, -1 for an unknown item (per request:
+        a dict lookup per id, much cheaper than building a pandas Index)."""
+        return np.fromiter(
+            map(self._item_row.get, item_ids, repeat(-1)), dtype=np.int64, count=len(item_ids)
+        )
 
     def _plays(self, user_id: str) -> int:
         return self._plays_by_user.get(user_id, 0)

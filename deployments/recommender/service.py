@@ -24,7 +24,9 @@ from functools import cache
 from typing import Any
 
 import bentoml
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
 
 from crossfade.config import load_settings
 from crossfade.log import configure_logging, get_logger
@@ -66,6 +68,13 @@ class RecommenderMetrics:
     fallbacks: Any  # Counter{slot, fallback}
     stale_features: Any  # Counter{slot, kind}
     feedback: Any  # Counter{slot, event, served_by}
+
+
+def json_response(body: dict[str, Any]) -> Response:
+    """The answer encoded once with orjson and handed to BentoML as a finished response:
+    its own path re-validates the dict and rebuilds a JSON schema on every request. (BentoML
+    then sets the status code from the request's `ctx.response`.)"""
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @cache
@@ -191,7 +200,7 @@ class Recommender:
         shelf: Shelf,
         k: int,
         ctx: bentoml.Context,
-    ) -> dict[str, Any]:
+    ) -> Any:  # a finished JSON Response (json_response); BentoML passes it through
         """Recommendations for one listener, shelf and context (contract: docs/serving.md)."""
         started = time.perf_counter()
         listener_id = self.to_pseudonym(listener_id)  # features, logs, answer: pseudonym only
@@ -199,8 +208,8 @@ class Recommender:
         if faults.latency_ms:
             time.sleep(faults.latency_ms / 1000.0)
         if faults.error_rate and self._fault_rng.random() < faults.error_rate:
-            ctx.response.status_code = 500
-            return {"error": f"{INJECTED_ERROR}={faults.error_rate:g}"}
+            ctx.response.status_code = 500  # BentoML sets a returned Response's status from ctx
+            return json_response({"error": f"{INJECTED_ERROR}={faults.error_rate:g}"})
         request = RecommendRequest.model_construct(
             listener_id=listener_id, context=context, shelf=shelf, k=k
         )
@@ -244,7 +253,7 @@ class Recommender:
                 "model": answer["model"],
             }
         )
-        return answer
+        return json_response(answer)
 
     def _degenerate(self, answer: dict[str, Any], k: int) -> dict[str, Any]:
         """Injected fault: the first answer's items, served to every later listener."""
