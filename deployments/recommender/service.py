@@ -134,7 +134,13 @@ def pseudonym(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()[:12]
 
 
-@bentoml.service(name="crossfade-recommender", traffic={"timeout": 30})
+@bentoml.service(
+    name="crossfade-recommender",
+    traffic={"timeout": 30},
+    # no per-request access log line: the request log and the metrics record every answer,
+    # and formatting a line per request cost a few per cent of the request's CPU
+    logging={"access": {"enabled": False}},
+)
 class Recommender:
     """One slot's recommender: pipeline, metrics, request and feedback logs."""
 
