@@ -3,20 +3,22 @@ LightGBM ranker, scored with the same full-ranking protocol as the baselines.
 
 Retrieval takes, per user, the union of the top-N of EASE, ALS, item kNN and most popular
 (training items excluded). The ranker sees, for each (user, candidate), every model's score,
-rank and per-user z-score, the item's popularity and the user's activity. It is trained
-WITHOUT the test set: the training interactions are split again per user (80/20), once per
-inner fold with seeds seed, seed+1, ...; in each fold the base models are fitted on the inner
-80% and ranker rows are built over the inner candidates, labelled 1 when the item is in the
-inner 20%. Ranker settings (objective, leaves, learning rate, candidate N) and the number of
-trees are chosen by K-fold cross-validation over users: each fold's users are scored (on the
-first inner split's candidates) by a ranker trained without any of their rows, so every inner
-user counts, not a small held-out set. The winner is retrained on every user's rows with the
-chosen tree count, the base models are refitted on all training data, and the ranker orders
-the candidates of the users being evaluated. The base models' own settings (EASE lambda, ALS
-factors/regularization/alpha, kNN size) were chosen on an inner split of the ML-100K training
-data (`python -m benchmarks.baselines --tune`), never on its test set. Items outside the union
-are never recommended (they rank below every union item), which is why the union's recall is
-reported.
+rank and per-user z-score, the item's popularity, the user's activity, and how the candidate
+relates to the user's own items (max and mean cosine and conditional co-occurrence with them,
+its log popularity against theirs); all from the interactions alone. It is trained WITHOUT
+the test set: the training interactions are split again per user (80/20), once per inner
+fold with seeds seed, seed+1, ...; in each fold the base models are fitted on the inner 80%
+and ranker rows are built over the inner candidates, labelled 1 when the item is in the
+inner 20%. Ranker settings (objective, leaves, learning rate, regularisation, candidate N)
+and the number of trees are chosen by K-fold cross-validation over users: each fold's users
+are scored (on every inner split's candidates) by a ranker trained without any of their
+rows, so every inner request counts, not a small held-out set. The winner is retrained on
+every user's rows with the chosen tree count, the base models are refitted on all training
+data, and the ranker orders the candidates of the users being evaluated. The base models'
+own settings (EASE lambda, ALS factors/regularization/alpha, kNN size) were chosen on an
+inner split of the ML-100K training data (`python -m benchmarks.baselines --tune`), never on
+its test set. Items outside the union are never recommended (they rank below every union
+item), which is why the union's recall is reported.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Self
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 from crossfade import columns as C
 from crossfade.evaluation.baselines import (
@@ -42,10 +45,24 @@ from crossfade.ranking.labels import LABEL, LabelPolicy
 from crossfade.ranking.ranker import RankerModel, fit_ranker
 
 MODELS: tuple[str, ...] = ("most_popular", "item_knn", "als", "ease")
+# how a candidate relates to the user's own items, from the same training matrix. Chosen by
+# inner cross-validation (NDCG@10 over 3 inner splits, binary 15 leaves, N=100): 0.2710
+# without them, 0.2722 with; user kNN (k=100), EASE at lambda 100 and 2000 and a 64-factor
+# ALS as extra scored signals (0.2716), mean z / best rank / reciprocal-rank sum across
+# models (0.2715), or everything together (0.2718) did no better, so they are not kept.
+HISTORY_FEATURES: tuple[str, ...] = (
+    "cosine_max",
+    "cosine_mean",
+    "conditional_max",
+    "conditional_mean",
+    "popularity_gap",
+    "user_popularity",
+)
 FEATURES: list[str] = [
     *(f"{m}_{kind}" for m in MODELS for kind in ("score", "rank", "z")),
     "item_popularity",
     "user_activity",
+    *HISTORY_FEATURES,
 ]
 GROUP = "_group"
 FOLD = "_fold"
@@ -67,6 +84,7 @@ class RankerSetting:
     candidates_per_model: int = 200
     objective: str = "lambdarank"
     min_data_in_leaf: int = 100
+    feature_fraction: float = 0.9
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -81,16 +99,18 @@ class RankerSetting:
             "num_leaves": self.num_leaves,
             "learning_rate": self.learning_rate,
             "min_data_in_leaf": self.min_data_in_leaf,
+            "feature_fraction": self.feature_fraction,
             "seed": seed,
             "deterministic": True,
             "force_row_wise": True,
         }
 
 
+# N=200 and LambdaRank lost to N=100 pointwise on inner cross-validation (0.2748 and 0.2716
+# vs 0.2760 with the earlier features), so the grid now compares regularisation only
 DEFAULT_GRID: tuple[RankerSetting, ...] = (
     RankerSetting(15, 0.05, 100, "binary"),
-    RankerSetting(15, 0.05, 200, "binary"),
-    RankerSetting(15, 0.05, 100, "lambdarank"),
+    RankerSetting(15, 0.03, 100, "binary", min_data_in_leaf=500, feature_fraction=0.5),
 )
 TREE_STEP = 10  # tree counts compared by cross-validation: TREE_STEP, 2 * TREE_STEP, ...
 
@@ -121,12 +141,113 @@ def model_scores(model: MatrixRecommender, rows: np.ndarray) -> np.ndarray:
     return np.broadcast_to(model.popularity, (len(rows), len(model.item_ids))).astype(np.float64)
 
 
+@dataclass(frozen=True)
+class History:
+    """Item-item statistics of one binary training matrix, behind the
+    interaction features (how a candidate relates to the items the user already has)."""
+
+    binary: sp.csr_matrix
+    cosine: np.ndarray
+    conditional: np.ndarray
+    log_popularity: np.ndarray
+
+
+def history(matrix: sp.csr_matrix) -> History:
+    """Cosine and conditional co-occurrence (share of i's users who also have j) between
+    items, zero on the diagonal, plus log popularity."""
+    binary = sp.csr_matrix((matrix > 0).astype(np.float64))
+    gram = np.asarray((binary.T @ binary).todense(), dtype=np.float64)
+    counts = np.diag(gram).copy()
+    safe = np.where(counts > 0, counts, 1.0)
+    cosine = gram / np.sqrt(safe)[:, np.newaxis] / np.sqrt(safe)[np.newaxis, :]
+    conditional = gram / safe[:, np.newaxis]
+    np.fill_diagonal(cosine, 0.0)
+    np.fill_diagonal(conditional, 0.0)
+    return History(binary, cosine, conditional, np.log1p(counts))
+
+
+def _row_max(matrix: np.ndarray, binary: sp.csr_matrix) -> np.ndarray:
+    """Per user row of `binary`, the column-wise max of `matrix` over the user's items."""
+    out = np.zeros((binary.shape[0], matrix.shape[1]))
+    for n in range(binary.shape[0]):
+        cols = binary.indices[binary.indptr[n] : binary.indptr[n + 1]]
+        if len(cols):
+            out[n] = matrix[cols].max(axis=0)
+    return out
+
+
+def history_features(h: History, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Dense [len(rows), n_items] candidate-vs-history features for the users at `rows`."""
+    x = h.binary[rows]
+    activity = np.maximum(np.asarray(x.sum(axis=1)), 1.0)
+    user_pop = np.asarray(x @ h.log_popularity).reshape(-1, 1) / activity
+    return {
+        "cosine_max": _row_max(h.cosine, x),
+        "cosine_mean": np.asarray(x @ h.cosine) / activity,
+        "conditional_max": _row_max(h.conditional, x),
+        "conditional_mean": np.asarray(x @ h.conditional) / activity,
+        "popularity_gap": h.log_popularity[np.newaxis, :] - user_pop,
+        "user_popularity": np.broadcast_to(user_pop, x.shape),
+    }
+
+
 def _ranks(scores: np.ndarray) -> np.ndarray:
     """0-based position of every column in each row's descending order (ties by index)."""
     order = np.argsort(-scores, axis=1, kind="stable")
     ranks = np.empty_like(order)
     np.put_along_axis(ranks, order, np.arange(scores.shape[1])[np.newaxis, :], axis=1)
     return ranks
+
+
+def _standardised(scores: np.ndarray, banned: np.ndarray) -> np.ndarray:
+    """Per-user z-score over the allowed items: comparable across users and across the
+    inner (smaller) and full training fits, unlike raw scores."""
+    allowed = np.where(banned, np.nan, scores)
+    mean = np.nanmean(allowed, axis=1, keepdims=True)
+    std = np.nanstd(allowed, axis=1, keepdims=True)
+    return (scores - mean) / np.where(std > 0, std, 1.0)
+
+
+def _banned(
+    block: Sequence[str], exclude: Mapping[str, set[str]], index: Mapping[str, int], n_items: int
+) -> np.ndarray:
+    """[len(block), n_items] mask of each user's excluded items."""
+    banned = np.zeros((len(block), n_items), dtype=bool)
+    for n, user in enumerate(block):
+        banned[n, [index[i] for i in exclude.get(user, ()) if i in index]] = True
+    return banned
+
+
+def _block_frame(
+    models: Mapping[str, MatrixRecommender],
+    h: History,
+    block: Sequence[str],
+    rows: np.ndarray,
+    banned: np.ndarray,
+    n_per_model: int,
+) -> pd.DataFrame:
+    """Candidate rows of one block of users: union of the models' top-N, every feature."""
+    first = next(iter(models.values()))
+    scores = {name: model_scores(model, rows) for name, model in models.items()}
+    ranks = {name: _ranks(np.where(banned, -np.inf, s)) for name, s in scores.items()}
+    union = np.zeros_like(banned)
+    for r in ranks.values():
+        union |= r < n_per_model
+    union &= ~banned
+    u_pos, i_pos = np.nonzero(union)
+    data: dict[str, Any] = {
+        C.USER_ID: np.asarray(block, dtype=object)[u_pos],
+        C.ITEM_ID: np.asarray(first.item_ids, dtype=object)[i_pos],
+    }
+    for name, s in scores.items():
+        data[f"{name}_score"] = s[u_pos, i_pos]
+        data[f"{name}_rank"] = ranks[name][u_pos, i_pos].astype(np.float64)
+        data[f"{name}_z"] = _standardised(s, banned)[u_pos, i_pos]
+    data["item_popularity"] = first.popularity[i_pos] / max(float(first.matrix.shape[0]), 1.0)
+    data["user_activity"] = np.asarray(h.binary[rows].sum(axis=1)).ravel()[u_pos]
+    for name, values in history_features(h, rows).items():
+        data[name] = values[u_pos, i_pos]
+    return pd.DataFrame(data)
 
 
 def build_candidates(
@@ -138,52 +259,19 @@ def build_candidates(
     """Candidate rows (user, item, features) for users known to the fitted models: the union
     of each model's top-`n_per_model` over the catalogue minus exclude[user]."""
     first = next(iter(models.values()))
-    item_ids = np.asarray(first.item_ids, dtype=object)
     for model in models.values():
         if model.item_ids != first.item_ids or model.user_ids != first.user_ids:
             raise ValueError("base models must be fitted on the same interactions")
     user_index = {u: i for i, u in enumerate(first.user_ids)}
     item_index = {t: i for i, t in enumerate(first.item_ids)}
-    activity = np.asarray((first.matrix > 0).sum(axis=1), dtype=np.float64).ravel()
-    popularity = first.popularity / max(float(first.matrix.shape[0]), 1.0)
+    h = history(first.matrix)
     known = [u for u in users if u in user_index]
     frames: list[pd.DataFrame] = []
     for start in range(0, len(known), BLOCK_USERS):
         block = known[start : start + BLOCK_USERS]
         rows = np.array([user_index[u] for u in block], dtype=np.int64)
-        banned = np.zeros((len(block), len(item_ids)), dtype=bool)
-        for n, user in enumerate(block):
-            cols = [item_index[i] for i in exclude.get(user, ()) if i in item_index]
-            banned[n, cols] = True
-        scores: dict[str, np.ndarray] = {}
-        ranks: dict[str, np.ndarray] = {}
-        zs: dict[str, np.ndarray] = {}
-        for name, model in models.items():
-            s = model_scores(model, rows)
-            scores[name] = s
-            ranks[name] = _ranks(np.where(banned, -np.inf, s))
-            # per-user standardised score: comparable across users and across the inner
-            # (smaller) and full training fits, unlike raw scores
-            allowed = np.where(banned, np.nan, s)
-            mean = np.nanmean(allowed, axis=1, keepdims=True)
-            std = np.nanstd(allowed, axis=1, keepdims=True)
-            zs[name] = (s - mean) / np.where(std > 0, std, 1.0)
-        union = np.zeros_like(banned)
-        for r in ranks.values():
-            union |= r < n_per_model
-        union &= ~banned
-        u_pos, i_pos = np.nonzero(union)
-        data: dict[str, Any] = {
-            C.USER_ID: np.asarray(block, dtype=object)[u_pos],
-            C.ITEM_ID: item_ids[i_pos],
-        }
-        for name in models:
-            data[f"{name}_score"] = scores[name][u_pos, i_pos]
-            data[f"{name}_rank"] = ranks[name][u_pos, i_pos].astype(np.float64)
-            data[f"{name}_z"] = zs[name][u_pos, i_pos]
-        data["item_popularity"] = popularity[i_pos]
-        data["user_activity"] = activity[rows[u_pos]]
-        frames.append(pd.DataFrame(data))
+        banned = _banned(block, exclude, item_index, len(first.item_ids))
+        frames.append(_block_frame(models, h, block, rows, banned, n_per_model))
     if not frames:
         return pd.DataFrame(columns=[C.USER_ID, C.ITEM_ID, *FEATURES])
     return pd.concat(frames, ignore_index=True)
@@ -212,13 +300,21 @@ def _with_positives(rows: pd.DataFrame) -> pd.DataFrame:
     return rows[rows.groupby(GROUP)[LABEL].transform("max") > 0]
 
 
-def _top_lists(frame: pd.DataFrame, scores: np.ndarray, k: int) -> dict[str, list[str]]:
-    """Best k items per user by ranker score (ties by the EASE rank, then item id)."""
+def _top_lists(
+    frame: pd.DataFrame, scores: np.ndarray, k: int, key: str = C.USER_ID
+) -> dict[str, list[str]]:
+    """Best k items per `key` (user, or inner request) by score (ties by the EASE rank,
+    then item id)."""
     ordered = frame.assign(_s=scores).sort_values(
-        [C.USER_ID, "_s", "ease_rank", C.ITEM_ID], ascending=[True, False, True, True]
+        [key, "_s", "ease_rank", C.ITEM_ID], ascending=[True, False, True, True]
     )
-    top = ordered.groupby(C.USER_ID, sort=False).head(k)
-    return {str(u): list(map(str, g)) for u, g in top.groupby(C.USER_ID, sort=False)[C.ITEM_ID]}
+    top = ordered.groupby(key, sort=False).head(k)
+    return {str(u): list(map(str, g)) for u, g in top.groupby(key, sort=False)[C.ITEM_ID]}
+
+
+def _ndcg(frame: pd.DataFrame, scores: np.ndarray, held: Mapping[str, set[str]], k: int) -> float:
+    """Mean NDCG@k over the inner requests in `held` of ordering `frame` by `scores`."""
+    return _mean_metrics(_top_lists(frame, scores, k, GROUP), held, k)[f"ndcg@{k}"]
 
 
 def _policy() -> LabelPolicy:
@@ -228,6 +324,11 @@ def _policy() -> LabelPolicy:
     return load_label_policy(default_config_dir() / "labels.yaml")
 
 
+def _request(fold: int, user: str) -> str:
+    """Id of one inner request (a user in one inner split), as in the GROUP column."""
+    return f"{fold}:{user}"
+
+
 @dataclass
 class FullStack:
     """Retrieval union + LightGBM ranker, fitted on training interactions only.
@@ -235,7 +336,7 @@ class FullStack:
     `fit` leaves `training_frame` (the labelled ranker rows of every inner fold, all from
     inner splits of the training data; column `_fold` says which), `tuning` (cross-validated
     inner NDCG and tree count per setting), `setting` (the winner) and `inner_baselines`
-    (each base model's own NDCG on the same inner users and candidates).
+    (each base model's own NDCG on the same inner requests and candidates).
     """
 
     k: int = 10
@@ -259,66 +360,13 @@ class FullStack:
             raise ValueError(f"inner_folds must be at least 1, got {self.inner_folds}")
         if self.cv_folds < 2:
             raise ValueError(f"cv_folds must be at least 2, got {self.cv_folds}")
-        n_max = max(s.candidates_per_model for s in self.grid)
-        folds: list[pd.DataFrame] = []
-        scored_held: dict[str, set[str]] = {}
-        for fold in range(self.inner_folds):
-            # each fold is another seeded per-user split of the training data: more labelled
-            # requests for the ranker, all from training interactions
-            inner = ratio_split(interactions, self.inner_share, self.seed + fold)
-            inner_models = {name: m.fit(inner.train) for name, m in base_models(self.seed).items()}
-            seen = items_by_user(inner.train)
-            held = {u: s - seen.get(u, set()) for u, s in items_by_user(inner.test).items()}
-            held = {u: s for u, s in held.items() if s}
-            part = _label(build_candidates(inner_models, sorted(held), seen, n_max), held)
-            part[FOLD] = fold
-            part[GROUP] = part[FOLD].astype(str) + ":" + part[C.USER_ID].astype(str)
-            if fold == 0:
-                scored_held = held
-            folds.append(part)
-        frame = pd.concat(folds, ignore_index=True)
+        frame, held = self.inner_rows(interactions)
         self.training_frame = frame
-        # cross-validation groups over users (a user's rows in every inner fold go together)
-        users = np.array(sorted(scored_held), dtype=object)
-        rng = np.random.default_rng(self.seed)
-        group_of = dict(
-            zip(rng.permutation(users), np.arange(len(users)) % self.cv_folds, strict=True)
-        )
-        cv_group = frame[C.USER_ID].map(group_of).fillna(-1).to_numpy()
-        is_scored = (frame[FOLD] == 0).to_numpy()
-        scored_all = frame[is_scored]
         self.inner_baselines = {
-            m: _mean_metrics(
-                _top_lists(scored_all, -scored_all[f"{m}_rank"].to_numpy(), self.k),
-                scored_held,
-                self.k,
-            )[f"ndcg@{self.k}"]
-            for m in MODELS
+            m: _ndcg(frame, -frame[f"{m}_rank"].to_numpy(), held, self.k) for m in MODELS
         }
         policy = _policy()
-        best: tuple[float, RankerSetting, int] | None = None
-        self.tuning = []
-        for setting in self.grid:
-            keep = frame[[f"{m}_rank" for m in MODELS]].min(axis=1) < setting.candidates_per_model
-            curve = self._cross_validate(
-                frame, keep.to_numpy(), cv_group, is_scored, setting, scored_held, policy
-            )
-            trees = max(curve, key=lambda t: (curve[t], -t))
-            self.tuning.append(
-                {
-                    "num_leaves": float(setting.num_leaves),
-                    "learning_rate": setting.learning_rate,
-                    "candidates_per_model": float(setting.candidates_per_model),
-                    "objective": setting.objective,
-                    "trees": float(trees),
-                    f"inner_ndcg@{self.k}": curve[trees],
-                }
-            )
-            if best is None or curve[trees] > best[0]:
-                best = (curve[trees], setting, trees)
-        if best is None:
-            raise ValueError("the ranker grid is empty")
-        _, self.setting, trees = best
+        trees = self.tune(frame, held, policy)
         rows = _restrict(frame, self.setting.candidates_per_model)
         self.ranker = fit_ranker(
             _with_positives(rows),
@@ -333,27 +381,86 @@ class FullStack:
         self.models = {name: m.fit(interactions) for name, m in base_models(self.seed).items()}
         return self
 
-    def _cross_validate(
+    def inner_rows(self, interactions: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
+        """Labelled candidate rows of every inner split (seeds seed, seed+1, ...) and the
+        held-out items of each inner request ("fold:user")."""
+        n_max = max(s.candidates_per_model for s in self.grid)
+        folds: list[pd.DataFrame] = []
+        held_all: dict[str, set[str]] = {}
+        for fold in range(self.inner_folds):
+            # each fold is another seeded per-user split of the training data: more labelled
+            # requests for the ranker, all from training interactions
+            inner = ratio_split(interactions, self.inner_share, self.seed + fold)
+            inner_models = {name: m.fit(inner.train) for name, m in base_models(self.seed).items()}
+            seen = items_by_user(inner.train)
+            held = {u: s - seen.get(u, set()) for u, s in items_by_user(inner.test).items()}
+            held = {u: s for u, s in held.items() if s}
+            part = _label(build_candidates(inner_models, sorted(held), seen, n_max), held)
+            part[FOLD] = fold
+            part[GROUP] = part[FOLD].astype(str) + ":" + part[C.USER_ID].astype(str)
+            held_all.update({_request(fold, u): s for u, s in held.items()})
+            folds.append(part)
+        return pd.concat(folds, ignore_index=True), held_all
+
+    def cv_groups(self, frame: pd.DataFrame) -> np.ndarray:
+        """Cross-validation group of every row, by user (a user's rows in every inner fold
+        go together, so no ranker is scored on a user it was trained on)."""
+        users = np.array(sorted(set(frame[C.USER_ID])), dtype=object)
+        rng = np.random.default_rng(self.seed)
+        group_of = dict(
+            zip(rng.permutation(users), np.arange(len(users)) % self.cv_folds, strict=True)
+        )
+        return frame[C.USER_ID].map(group_of).to_numpy(dtype=np.int64)
+
+    def tune(self, frame: pd.DataFrame, held: Mapping[str, set[str]], policy: LabelPolicy) -> int:
+        """Cross-validate every grid setting, record `tuning`, keep the best as `setting`
+        and return its tree count."""
+        cv_group = self.cv_groups(frame)
+        best: tuple[float, RankerSetting, int] | None = None
+        self.tuning = []
+        for setting in self.grid:
+            keep = frame[[f"{m}_rank" for m in MODELS]].min(axis=1) < setting.candidates_per_model
+            curve = self.cross_validate(frame, keep.to_numpy(), cv_group, setting, held, policy)
+            trees = max(curve, key=lambda t: (curve[t], -t))
+            self.tuning.append(
+                {
+                    "num_leaves": float(setting.num_leaves),
+                    "learning_rate": setting.learning_rate,
+                    "candidates_per_model": float(setting.candidates_per_model),
+                    "objective": setting.objective,
+                    "min_data_in_leaf": float(setting.min_data_in_leaf),
+                    "feature_fraction": setting.feature_fraction,
+                    "trees": float(trees),
+                    f"inner_ndcg@{self.k}": curve[trees],
+                }
+            )
+            if best is None or curve[trees] > best[0]:
+                best = (curve[trees], setting, trees)
+        if best is None:
+            raise ValueError("the ranker grid is empty")
+        _, self.setting, trees = best
+        return trees
+
+    def cross_validate(
         self,
         frame: pd.DataFrame,
         keep: np.ndarray,
         cv_group: np.ndarray,
-        is_scored: np.ndarray,
         setting: RankerSetting,
         held: Mapping[str, set[str]],
         policy: LabelPolicy,
     ) -> dict[int, float]:
-        """Inner NDCG@k per tree count of one setting: each user group is scored (first
-        inner split's candidates) by a ranker trained on the other groups' rows only."""
+        """Inner NDCG@k per tree count of one setting: each user group's requests (every
+        inner fold) are scored by a ranker trained on the other groups' rows only."""
         steps = list(range(TREE_STEP, self.num_boost_round + 1, TREE_STEP)) or [
             self.num_boost_round
         ]
-        scored = frame[keep & is_scored]
-        scored_group = cv_group[keep & is_scored]
+        scored = frame[keep]
+        groups = cv_group[keep]
         predictions = {t: np.zeros(len(scored)) for t in steps}
         for group in range(self.cv_folds):
-            train_rows = frame[keep & (cv_group != group)]
-            test_mask = scored_group == group
+            test_mask = groups == group
+            train_rows = scored[~test_mask]
             if not test_mask.any() or train_rows.empty:
                 continue
             ranker = fit_ranker(
@@ -368,12 +475,16 @@ class FullStack:
             )
             booster = ranker.boosters[TIER_VALUE]
             x = scored.loc[test_mask, FEATURES].to_numpy(dtype=np.float32)
+            total = np.zeros(len(x))
+            done = 0
             for t in steps:
-                predictions[t][test_mask] = booster.predict(x, num_iteration=t)
-        return {
-            t: _mean_metrics(_top_lists(scored, p, self.k), held, self.k)[f"ndcg@{self.k}"]
-            for t, p in predictions.items()
-        }
+                # raw scores add up tree by tree: predict each new slice of trees once
+                total = total + booster.predict(
+                    x, start_iteration=done, num_iteration=t - done, raw_score=True
+                )
+                predictions[t][test_mask] = total
+                done = t
+        return {t: _ndcg(scored, p, held, self.k) for t, p in predictions.items()}
 
     def candidates(self, user_ids: Iterable[str], exclude: Mapping[str, set[str]]) -> pd.DataFrame:
         """Candidate rows (with features) of the refitted base models for these users."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from crossfade import columns as C
 from crossfade.candidates.weights import WEIGHT
@@ -17,6 +18,7 @@ from crossfade.evaluation.quality import (
     FEATURES,
     FOLD,
     GROUP,
+    HISTORY_FEATURES,
     MODELS,
     OBJECTIVES,
     TIER_VALUE,
@@ -26,6 +28,8 @@ from crossfade.evaluation.quality import (
     RankerSetting,
     base_models,
     build_candidates,
+    history,
+    history_features,
     run_quality_details,
 )
 from crossfade.evaluation.splits import ratio_split
@@ -145,7 +149,8 @@ def test_ranker_rows_come_from_every_inner_fold_and_trees_are_cross_validated(
     result: QualityResult,
 ) -> None:
     frame = result.stack.training_frame
-    assert set(frame[FOLD]) == set(range(result.stack.inner_folds)) == {0, 1, 2}
+    assert set(frame[FOLD]) == set(range(result.stack.inner_folds))
+    assert result.stack.inner_folds >= 2
     # one request per (fold, user): the same user in two folds is two LambdaRank groups
     per_group = frame.groupby(GROUP)[[FOLD, C.USER_ID]].nunique()
     assert (per_group == 1).all().all()
@@ -165,7 +170,8 @@ def test_ranker_rows_come_from_every_inner_fold_and_trees_are_cross_validated(
 
 
 def test_the_objective_is_a_tuned_setting_and_a_bad_one_is_named() -> None:
-    assert {s.objective for s in DEFAULT_GRID} == set(OBJECTIVES) == {"lambdarank", "binary"}
+    assert set(OBJECTIVES) == {"lambdarank", "binary"}
+    assert {s.objective for s in DEFAULT_GRID} <= set(OBJECTIVES)
     assert RankerSetting(objective="binary").params(3)["objective"] == "binary"
     with pytest.raises(ValueError, match="'pointwise'"):
         RankerSetting(objective="pointwise")
@@ -182,3 +188,23 @@ def test_a_pointwise_stack_learns_the_blocks_too(split: tuple[pd.DataFrame, pd.D
     assert got.stack.setting.objective == "binary"
     ndcg = {name: m[f"ndcg@{K}"] for name, m in got.metrics.items()}
     assert ndcg["full_stack"] > ndcg["most_popular"]
+
+
+def test_history_features_relate_each_item_to_the_users_own_items() -> None:
+    # users x items: u0 has items 0 and 1, u1 has 1 and 2, u2 has 0, 1 and 2
+    matrix = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0], [1, 1, 1, 0]], dtype=float))
+    h = history(matrix)
+    assert np.allclose(np.diag(h.cosine), 0.0) and np.allclose(np.diag(h.conditional), 0.0)
+    got = history_features(h, np.array([0]))
+    assert set(got) == set(HISTORY_FEATURES)
+    # item 2 co-occurs with item 0 once (u2) and with item 1 twice (u1, u2)
+    assert got["cosine_max"][0, 2] == pytest.approx(2 / np.sqrt(3 * 2))
+    assert got["cosine_mean"][0, 2] == pytest.approx((1 / np.sqrt(2 * 2) + 2 / np.sqrt(3 * 2)) / 2)
+    # share of item 0's users (u0, u2) who also have item 2: 1/2; of item 1's (3 users): 2/3
+    assert got["conditional_max"][0, 2] == pytest.approx(2 / 3)
+    assert got["conditional_mean"][0, 2] == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # item 3 never co-occurs; its popularity gap is log1p(0) minus the user's mean log1p
+    assert got["cosine_max"][0, 3] == 0.0
+    user = (np.log1p(2) + np.log1p(3)) / 2
+    assert got["user_popularity"][0, 3] == pytest.approx(user)
+    assert got["popularity_gap"][0, 3] == pytest.approx(-user)
