@@ -255,16 +255,18 @@ def build_candidates(
     users: Sequence[str],
     exclude: Mapping[str, set[str]],
     n_per_model: int,
+    h: History | None = None,
 ) -> pd.DataFrame:
     """Candidate rows (user, item, features) for users known to the fitted models: the union
-    of each model's top-`n_per_model` over the catalogue minus exclude[user]."""
+    of each model's top-`n_per_model` over the catalogue minus exclude[user]; `h` is the
+    models' training history when the caller already has it."""
     first = next(iter(models.values()))
     for model in models.values():
         if model.item_ids != first.item_ids or model.user_ids != first.user_ids:
             raise ValueError("base models must be fitted on the same interactions")
     user_index = {u: i for i, u in enumerate(first.user_ids)}
     item_index = {t: i for i, t in enumerate(first.item_ids)}
-    h = history(first.matrix)
+    h = h if h is not None else history(first.matrix)
     known = [u for u in users if u in user_index]
     frames: list[pd.DataFrame] = []
     for start in range(0, len(known), BLOCK_USERS):
@@ -352,6 +354,7 @@ class FullStack:
     training_frame: pd.DataFrame = field(default_factory=pd.DataFrame)
     tuning: list[dict[str, float | str]] = field(default_factory=list)
     inner_baselines: dict[str, float] = field(default_factory=dict)
+    _history: History | None = field(default=None, repr=False)
 
     def fit(self, interactions: pd.DataFrame) -> Self:
         """Tune and train the ranker on inner splits of `interactions`, then refit the
@@ -379,6 +382,8 @@ class FullStack:
             num_boost_round=trees,
         )
         self.models = {name: m.fit(interactions) for name, m in base_models(self.seed).items()}
+        # item-item statistics of the refitted models, once for every later candidates() call
+        self._history = history(next(iter(self.models.values())).matrix)
         return self
 
     def inner_rows(self, interactions: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
@@ -489,7 +494,11 @@ class FullStack:
     def candidates(self, user_ids: Iterable[str], exclude: Mapping[str, set[str]]) -> pd.DataFrame:
         """Candidate rows (with features) of the refitted base models for these users."""
         return build_candidates(
-            self.models, [str(u) for u in user_ids], exclude, self.setting.candidates_per_model
+            self.models,
+            [str(u) for u in user_ids],
+            exclude,
+            self.setting.candidates_per_model,
+            self._history,
         )
 
     def recommend(

@@ -103,18 +103,28 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
 
 
 def _compile_or_load(model: Any, object_file: Path, cache_dir: Path, key: str) -> None:
+    digest_file = object_file.with_suffix(".sha256")
     if object_file.exists():
-        model.compile(cache=str(object_file))
-    else:
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key}.", suffix=".o")
-        os.close(fd)
-        os.unlink(tmp)  # lleaves writes the cache file itself when it does not exist
-        try:
-            model.compile(cache=tmp)
-            os.replace(tmp, object_file)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        # LLVM crashes the process on a damaged object, so a cached object is loaded only
+        # when it still has the digest written after it was compiled; otherwise recompile
+        if digest_file.exists() and digest_file.read_text() == _digest(object_file):
+            model.compile(cache=str(object_file))
+            return
+        object_file.unlink()
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{key}.", suffix=".o")
+    os.close(fd)
+    os.unlink(tmp)  # lleaves writes the cache file itself when it does not exist
+    try:
+        model.compile(cache=tmp)
+        os.replace(tmp, object_file)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    atomic_write_text(digest_file, _digest(object_file))
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def compile_ranker(ranker: RankerModel, cache_dir: Path) -> dict[str, CompiledForest]:

@@ -69,3 +69,13 @@ def test_each_model_compiles_once_per_cache(ranker: RankerModel, tmp_path: Path)
         [f"{first.key}.o", f"{fewer.key}.o"]
     )
     assert not list(tmp_path.glob(".*.o"))  # no temporary object left behind
+
+
+def test_an_unreadable_cached_object_is_compiled_again(ranker: RankerModel, tmp_path: Path) -> None:
+    first = compile_booster(ranker.boosters["premium"], tmp_path, None)
+    object_file = tmp_path / f"{first.key}.o"
+    object_file.write_bytes(b"not an object file")
+    again = compile_booster(ranker.boosters["premium"], tmp_path, None)
+    inputs = _inputs(9)
+    assert np.array_equal(again.predict(inputs), first.predict(inputs))
+    assert object_file.read_bytes() != b"not an object file"
