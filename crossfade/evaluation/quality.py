@@ -1,28 +1,38 @@
-"""The "full stack" for offline quality on interactions data: multi-source retrieval plus a
-LightGBM ranker, scored with the same full-ranking protocol as the baselines.
+"""The "full stack" for offline quality on interactions data: multi-source retrieval, then
+either a LightGBM ranker or a blend of the models' per-user z-scores re-orders the union,
+scored with the same full-ranking protocol as the baselines.
 
 Retrieval takes, per user, the union of the top-N of EASE, ALS, item kNN and most popular
 (training items excluded). The ranker sees, for each (user, candidate), every model's score,
 rank and per-user z-score, the item's popularity, the user's activity, and how the candidate
 relates to the user's own items (max and mean cosine and conditional co-occurrence with them,
-its log popularity against theirs); all from the interactions alone. It is trained WITHOUT
-the test set: the training interactions are split again per user (80/20), once per inner
-fold with seeds seed, seed+1, ...; in each fold the base models are fitted on the inner 80%
-and ranker rows are built over the inner candidates, labelled 1 when the item is in the
-inner 20%. Ranker settings (objective, leaves, learning rate, regularisation, candidate N)
-and the number of trees are chosen by K-fold cross-validation over users: each fold's users
-are scored (on every inner split's candidates) by a ranker trained without any of their
-rows, so every inner request counts, not a small held-out set. The winner is retrained on
-every user's rows with the chosen tree count, the base models are refitted on all training
-data, and the ranker orders the candidates of the users being evaluated. The base models'
-own settings (EASE lambda, ALS factors/regularization/alpha, kNN size) were chosen on an
-inner split of the ML-100K training data (`python -m benchmarks.baselines --tune`), never on
-its test set. Items outside the union are never recommended (they rank below every union
-item), which is why the union's recall is reported.
+its log popularity against theirs); all from the interactions alone. The blend is a weighted
+sum of the models' per-user z-scores, weights on a simplex grid. Both are trained WITHOUT the
+test set: the training interactions are split again per user (80/20), once per inner fold
+with seeds seed, seed+1, ...; in each fold the base models are fitted on the inner 80% and
+candidate rows are built, labelled 1 when the item is in the inner 20%.
+
+Why not inner cross-validation alone: scored on the inner rows, a ranker beat the best base
+model by 2-3 %, yet on models refitted on all the training data it gained nothing. The trees
+learn thresholds on features whose distribution moves when the models see 25 % more data per
+user (raw scores, activity, co-occurrence counts), so what they learn on inner fits does not
+carry over; the blend's per-user z-scores do not move that way. So the method (blend, or a
+ranker setting and its tree count) is chosen by a transfer check that replays the whole
+procedure one level down: the training data is split once more (per user 80/20, seed
+seed+1000), the procedure is run on its 80% (inner folds, blend weights, trees) and scored
+on its 20% with the base models refitted on that 80%, exactly as the final stack is later
+used on test. The winner is then trained on the inner folds of all the training data, the
+base models are refitted on all of it, and the chosen scorer orders the candidates of the
+users being evaluated. The base models' own settings (EASE lambda, ALS factors /
+regularization / alpha, kNN size) were chosen on an inner split of the ML-100K training data
+(`python -m benchmarks.baselines --tune`), never on its test set. Items outside the union are
+never recommended (they rank below every union item), which is why the union's recall is
+reported.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -39,7 +49,7 @@ from crossfade.evaluation.baselines import (
     MatrixRecommender,
     MostPopular,
 )
-from crossfade.evaluation.protocol import _mean_metrics, full_ranking_eval, items_by_user
+from crossfade.evaluation.protocol import full_ranking_eval, items_by_user
 from crossfade.evaluation.splits import ratio_split
 from crossfade.ranking.labels import LABEL, LabelPolicy
 from crossfade.ranking.ranker import RankerModel, fit_ranker
@@ -92,6 +102,17 @@ class RankerSetting:
                 f"ranker objective {self.objective!r} is not one of {', '.join(OBJECTIVES)}"
             )
 
+    def record(self) -> dict[str, float | str]:
+        """This setting as a row of the tuning table."""
+        return {
+            "num_leaves": float(self.num_leaves),
+            "learning_rate": self.learning_rate,
+            "candidates_per_model": float(self.candidates_per_model),
+            "objective": self.objective,
+            "min_data_in_leaf": float(self.min_data_in_leaf),
+            "feature_fraction": self.feature_fraction,
+        }
+
     def params(self, seed: int) -> dict[str, Any]:
         """LightGBM parameters (on top of the ranker defaults) for this setting."""
         return {
@@ -112,7 +133,18 @@ DEFAULT_GRID: tuple[RankerSetting, ...] = (
     RankerSetting(15, 0.05, 100, "binary"),
     RankerSetting(15, 0.03, 100, "binary", min_data_in_leaf=500, feature_fraction=0.5),
 )
-TREE_STEP = 10  # tree counts compared by cross-validation: TREE_STEP, 2 * TREE_STEP, ...
+TREE_STEP = 10  # tree counts compared on the transfer check: TREE_STEP, 2 * TREE_STEP, ...
+BLEND = "blend"
+RANKER = "ranker"
+# the blend's models: on ad-hoc transfer checks inside the ML-100K training data (a
+# pseudo-test split with seed 1000, everything learnt on inner splits of the rest) these three
+# gave 0.2725 (best base model 0.2685, ranker 0.2680); adding most popular's z raised the
+# inner score but fell to 0.2677, an RP3beta z added nothing (0.2726), reciprocal-rank fusion
+# was no better (0.2729), separate weights for light and heavy users were worse (0.2694), and
+# LightGBM boosting on from the blend (as init_score) gave at most 0.2727
+BLEND_MODELS: tuple[str, ...] = ("item_knn", "als", "ease")
+BLEND_STEP = 0.1
+VALIDATION_SEED_OFFSET = 1000  # the transfer check splits the training data with seed + this
 
 
 def base_models(seed: int = 42) -> dict[str, MatrixRecommender]:
@@ -315,8 +347,53 @@ def _top_lists(
 
 
 def _ndcg(frame: pd.DataFrame, scores: np.ndarray, held: Mapping[str, set[str]], k: int) -> float:
-    """Mean NDCG@k over the inner requests in `held` of ordering `frame` by `scores`."""
-    return _mean_metrics(_top_lists(frame, scores, k, GROUP), held, k)[f"ndcg@{k}"]
+    """Mean NDCG@k over the requests in `held` (GROUP ids) of ordering `frame` by `scores`,
+    ties by EASE rank then item id as in `_top_lists`; vectorised, since the blend search
+    calls it once per weighting. Requests in `held` without rows count as 0."""
+    codes, requests = pd.factorize(frame[GROUP])
+    items = pd.factorize(frame[C.ITEM_ID], sort=True)[0]
+    order = np.lexsort((items, frame["ease_rank"].to_numpy(), -np.asarray(scores), codes))
+    ordered = codes[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(ordered)) + 1]
+    position = np.arange(len(ordered)) - np.repeat(starts, np.diff(np.r_[starts, len(ordered)]))
+    top = position < k
+    discounts = 1.0 / np.log2(np.arange(2, k + 2))
+    gains = frame[LABEL].to_numpy(dtype=np.float64)[order][top] * discounts[position[top]]
+    dcg = np.bincount(ordered[top], weights=gains, minlength=len(requests))
+    at = {str(r): n for n, r in enumerate(requests)}
+    ideal = np.r_[0.0, np.cumsum(discounts)]
+    values = [dcg[at[r]] / ideal[min(len(s), k)] if r in at else 0.0 for r, s in held.items()]
+    return float(np.mean(values)) if values else 0.0
+
+
+def blend_grid(
+    models: Sequence[str] = BLEND_MODELS, step: float = BLEND_STEP
+) -> list[dict[str, float]]:
+    """Every weighting of `models` on a `step` grid of the simplex (weights sum to 1)."""
+    n = round(1.0 / step)
+    return [
+        {m: c / n for m, c in zip(models, combo, strict=True)}
+        for combo in itertools.product(range(n + 1), repeat=len(models))
+        if sum(combo) == n
+    ]
+
+
+def blend_scores(frame: pd.DataFrame, weights: Mapping[str, float]) -> np.ndarray:
+    """Weighted sum of the models' per-user z-scores: scale-free, so weights chosen on inner
+    fits carry over to models refitted on more data (tree thresholds on raw features do not)."""
+    total = np.zeros(len(frame))
+    for model, weight in weights.items():
+        total += weight * frame[f"{model}_z"].to_numpy(dtype=np.float64)
+    return total
+
+
+def best_blend(
+    frame: pd.DataFrame, held: Mapping[str, set[str]], k: int
+) -> tuple[dict[str, float], float]:
+    """The grid weighting with the best NDCG@k on labelled candidate rows, and that NDCG."""
+    scored = [(_ndcg(frame, blend_scores(frame, w), held, k), w) for w in blend_grid()]
+    ndcg, weights = max(scored, key=lambda pair: pair[0])
+    return weights, ndcg
 
 
 def _policy() -> LabelPolicy:
@@ -331,14 +408,58 @@ def _request(fold: int, user: str) -> str:
     return f"{fold}:{user}"
 
 
+def _new_items(test: pd.DataFrame, seen: Mapping[str, set[str]]) -> dict[str, set[str]]:
+    """Each user's held-out items that they do not already have, users with none dropped."""
+    held = {u: s - seen.get(u, set()) for u, s in items_by_user(test).items()}
+    return {u: s for u, s in held.items() if s}
+
+
+def _train_ranker(
+    rows: pd.DataFrame, setting: RankerSetting, policy: LabelPolicy, trees: int, seed: int
+) -> RankerModel:
+    """One pointwise or LambdaRank booster on labelled candidate rows with positives."""
+    return fit_ranker(
+        _with_positives(rows),
+        None,
+        FEATURES,
+        GROUP,
+        TIER,
+        policy,
+        params=setting.params(seed),
+        num_boost_round=trees,
+    )
+
+
+def _tree_curve(
+    ranker: RankerModel, valid: pd.DataFrame, held: Mapping[str, set[str]], k: int
+) -> dict[int, float]:
+    """NDCG@k on `valid` after TREE_STEP, 2 * TREE_STEP, ... trees of the ranker."""
+    booster = ranker.boosters[TIER_VALUE]
+    x = valid[FEATURES].to_numpy(dtype=np.float32)
+    total = np.zeros(len(x))
+    curve: dict[int, float] = {}
+    done = 0
+    for t in range(TREE_STEP, booster.current_iteration() + 1, TREE_STEP):
+        # raw scores add up tree by tree: predict each new slice of trees once
+        total = total + booster.predict(
+            x, start_iteration=done, num_iteration=t - done, raw_score=True
+        )
+        curve[t] = _ndcg(valid, total, held, k)
+        done = t
+    return curve
+
+
 @dataclass
 class FullStack:
-    """Retrieval union + LightGBM ranker, fitted on training interactions only.
+    """Retrieval union + LightGBM ranker or z-score blend, fitted on training interactions only.
 
-    `fit` leaves `training_frame` (the labelled ranker rows of every inner fold, all from
-    inner splits of the training data; column `_fold` says which), `tuning` (cross-validated
-    inner NDCG and tree count per setting), `setting` (the winner) and `inner_baselines`
-    (each base model's own NDCG on the same inner requests and candidates).
+    `fit` leaves `tuning` (the transfer check's NDCG of the blend and of every ranker setting
+    at its best tree count), `method` (BLEND or RANKER, the winner), `setting` and `trees`
+    (the ranker's, when it wins), `weights` (the blend's, chosen on the final inner rows),
+    `validation_baselines` (each base model's NDCG in the transfer check),
+    `training_frame` (the labelled rows of every inner fold of the training data; column
+    `_fold` says which), `inner_baselines` (each base model's NDCG on those rows) and
+    `inner_blend_ndcg` (the chosen weights' NDCG on them).
     """
 
     k: int = 10
@@ -346,60 +467,110 @@ class FullStack:
     grid: Sequence[RankerSetting] = DEFAULT_GRID
     inner_share: float = 0.2
     inner_folds: int = 3
-    cv_folds: int = 5
     num_boost_round: int = 300
+    blend: bool = True
     models: dict[str, MatrixRecommender] = field(default_factory=dict)
     ranker: RankerModel | None = None
+    method: str = RANKER
     setting: RankerSetting = field(default_factory=RankerSetting)
+    trees: int = 0
+    weights: dict[str, float] = field(default_factory=dict)
     training_frame: pd.DataFrame = field(default_factory=pd.DataFrame)
     tuning: list[dict[str, float | str]] = field(default_factory=list)
     inner_baselines: dict[str, float] = field(default_factory=dict)
+    validation_baselines: dict[str, float] = field(default_factory=dict)
+    inner_blend_ndcg: float = 0.0
     _history: History | None = field(default=None, repr=False)
 
+    @property
+    def candidates_per_model(self) -> int:
+        """N of the chosen method: the ranker setting's, or the largest in the grid."""
+        if self.method == RANKER:
+            return self.setting.candidates_per_model
+        return max(s.candidates_per_model for s in self.grid)
+
     def fit(self, interactions: pd.DataFrame) -> Self:
-        """Tune and train the ranker on inner splits of `interactions`, then refit the
-        base models on all of `interactions` for serving."""
+        """Choose the method on the transfer check, train it on inner splits of
+        `interactions`, then refit the base models on all of `interactions` for serving."""
         if self.inner_folds < 1:
             raise ValueError(f"inner_folds must be at least 1, got {self.inner_folds}")
-        if self.cv_folds < 2:
-            raise ValueError(f"cv_folds must be at least 2, got {self.cv_folds}")
+        if not self.grid and not self.blend:
+            raise ValueError("nothing to choose from: the ranker grid is empty and blend is off")
+        policy = _policy()
+        self.choose(interactions, policy)
         frame, held = self.inner_rows(interactions)
         self.training_frame = frame
         self.inner_baselines = {
             m: _ndcg(frame, -frame[f"{m}_rank"].to_numpy(), held, self.k) for m in MODELS
         }
-        policy = _policy()
-        trees = self.tune(frame, held, policy)
-        rows = _restrict(frame, self.setting.candidates_per_model)
-        self.ranker = fit_ranker(
-            _with_positives(rows),
-            None,
-            FEATURES,
-            GROUP,
-            TIER,
-            policy,
-            params=self.setting.params(self.seed),
-            num_boost_round=trees,
-        )
+        if self.blend:
+            self.weights, self.inner_blend_ndcg = best_blend(frame, held, self.k)
+        self.ranker = None
+        if self.method == RANKER:
+            rows = _restrict(frame, self.setting.candidates_per_model)
+            self.ranker = _train_ranker(rows, self.setting, policy, self.trees, self.seed)
         self.models = {name: m.fit(interactions) for name, m in base_models(self.seed).items()}
         # item-item statistics of the refitted models, once for every later candidates() call
         self._history = history(next(iter(self.models.values())).matrix)
         return self
 
+    def choose(self, interactions: pd.DataFrame, policy: LabelPolicy) -> None:
+        """Transfer check: run the procedure on a per-user 80% of `interactions` (inner folds,
+        blend weights, trees) and score it on the other 20% with the base models refitted on
+        that 80%, as the final stack is used; record `tuning` and keep the best method."""
+        split = ratio_split(interactions, self.inner_share, self.seed + VALIDATION_SEED_OFFSET)
+        frame, held = self.inner_rows(split.train)
+        models = {name: m.fit(split.train) for name, m in base_models(self.seed).items()}
+        seen = items_by_user(split.train)
+        valid_held = _new_items(split.test, seen)
+        n_max = max([s.candidates_per_model for s in self.grid], default=100)
+        valid = _label(build_candidates(models, sorted(valid_held), seen, n_max), valid_held)
+        self.validation_baselines = {
+            m: _ndcg(valid, -valid[f"{m}_rank"].to_numpy(), valid_held, self.k) for m in MODELS
+        }
+        key = f"validation_ndcg@{self.k}"
+        self.tuning = []
+        best: tuple[float, str, RankerSetting, int] | None = None
+        if self.blend:
+            weights, inner = best_blend(frame, held, self.k)
+            score = _ndcg(valid, blend_scores(valid, weights), valid_held, self.k)
+            self.tuning.append(
+                {
+                    "method": BLEND,
+                    "weights": weights_text(weights),
+                    f"inner_ndcg@{self.k}": inner,
+                    key: score,
+                }
+            )
+            best = (score, BLEND, self.setting, 0)
+        for setting in self.grid:
+            rows = _restrict(frame, setting.candidates_per_model)
+            ranker = _train_ranker(rows, setting, policy, self.num_boost_round, self.seed)
+            curve = _tree_curve(
+                ranker, _restrict(valid, setting.candidates_per_model), valid_held, self.k
+            )
+            trees = max(curve, key=lambda t: (curve[t], -t))
+            self.tuning.append(
+                {"method": RANKER, **setting.record(), "trees": float(trees), key: curve[trees]}
+            )
+            if best is None or curve[trees] > best[0]:
+                best = (curve[trees], RANKER, setting, trees)
+        assert best is not None  # fit() refuses an empty grid with the blend off
+        _, self.method, self.setting, self.trees = best
+
     def inner_rows(self, interactions: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, set[str]]]:
         """Labelled candidate rows of every inner split (seeds seed, seed+1, ...) and the
         held-out items of each inner request ("fold:user")."""
-        n_max = max(s.candidates_per_model for s in self.grid)
+        n_max = max([s.candidates_per_model for s in self.grid], default=100)
         folds: list[pd.DataFrame] = []
         held_all: dict[str, set[str]] = {}
         for fold in range(self.inner_folds):
             # each fold is another seeded per-user split of the training data: more labelled
-            # requests for the ranker, all from training interactions
+            # requests, all from training interactions
             inner = ratio_split(interactions, self.inner_share, self.seed + fold)
             inner_models = {name: m.fit(inner.train) for name, m in base_models(self.seed).items()}
             seen = items_by_user(inner.train)
-            held = {u: s - seen.get(u, set()) for u, s in items_by_user(inner.test).items()}
-            held = {u: s for u, s in held.items() if s}
+            held = _new_items(inner.test, seen)
             part = _label(build_candidates(inner_models, sorted(held), seen, n_max), held)
             part[FOLD] = fold
             part[GROUP] = part[FOLD].astype(str) + ":" + part[C.USER_ID].astype(str)
@@ -407,119 +578,44 @@ class FullStack:
             folds.append(part)
         return pd.concat(folds, ignore_index=True), held_all
 
-    def cv_groups(self, frame: pd.DataFrame) -> np.ndarray:
-        """Cross-validation group of every row, by user (a user's rows in every inner fold
-        go together, so no ranker is scored on a user it was trained on)."""
-        users = np.array(sorted(set(frame[C.USER_ID])), dtype=object)
-        rng = np.random.default_rng(self.seed)
-        group_of = dict(
-            zip(rng.permutation(users), np.arange(len(users)) % self.cv_folds, strict=True)
-        )
-        return frame[C.USER_ID].map(group_of).to_numpy(dtype=np.int64)
-
-    def tune(self, frame: pd.DataFrame, held: Mapping[str, set[str]], policy: LabelPolicy) -> int:
-        """Cross-validate every grid setting, record `tuning`, keep the best as `setting`
-        and return its tree count."""
-        cv_group = self.cv_groups(frame)
-        best: tuple[float, RankerSetting, int] | None = None
-        self.tuning = []
-        for setting in self.grid:
-            keep = frame[[f"{m}_rank" for m in MODELS]].min(axis=1) < setting.candidates_per_model
-            curve = self.cross_validate(frame, keep.to_numpy(), cv_group, setting, held, policy)
-            trees = max(curve, key=lambda t: (curve[t], -t))
-            self.tuning.append(
-                {
-                    "num_leaves": float(setting.num_leaves),
-                    "learning_rate": setting.learning_rate,
-                    "candidates_per_model": float(setting.candidates_per_model),
-                    "objective": setting.objective,
-                    "min_data_in_leaf": float(setting.min_data_in_leaf),
-                    "feature_fraction": setting.feature_fraction,
-                    "trees": float(trees),
-                    f"inner_ndcg@{self.k}": curve[trees],
-                }
-            )
-            if best is None or curve[trees] > best[0]:
-                best = (curve[trees], setting, trees)
-        if best is None:
-            raise ValueError("the ranker grid is empty")
-        _, self.setting, trees = best
-        return trees
-
-    def cross_validate(
-        self,
-        frame: pd.DataFrame,
-        keep: np.ndarray,
-        cv_group: np.ndarray,
-        setting: RankerSetting,
-        held: Mapping[str, set[str]],
-        policy: LabelPolicy,
-    ) -> dict[int, float]:
-        """Inner NDCG@k per tree count of one setting: each user group's requests (every
-        inner fold) are scored by a ranker trained on the other groups' rows only."""
-        steps = list(range(TREE_STEP, self.num_boost_round + 1, TREE_STEP)) or [
-            self.num_boost_round
-        ]
-        scored = frame[keep]
-        groups = cv_group[keep]
-        predictions = {t: np.zeros(len(scored)) for t in steps}
-        for group in range(self.cv_folds):
-            test_mask = groups == group
-            train_rows = scored[~test_mask]
-            if not test_mask.any() or train_rows.empty:
-                continue
-            ranker = fit_ranker(
-                _with_positives(train_rows),
-                None,
-                FEATURES,
-                GROUP,
-                TIER,
-                policy,
-                params=setting.params(self.seed),
-                num_boost_round=self.num_boost_round,
-            )
-            booster = ranker.boosters[TIER_VALUE]
-            x = scored.loc[test_mask, FEATURES].to_numpy(dtype=np.float32)
-            total = np.zeros(len(x))
-            done = 0
-            for t in steps:
-                # raw scores add up tree by tree: predict each new slice of trees once
-                total = total + booster.predict(
-                    x, start_iteration=done, num_iteration=t - done, raw_score=True
-                )
-                predictions[t][test_mask] = total
-                done = t
-        return {t: _ndcg(scored, p, held, self.k) for t, p in predictions.items()}
-
     def candidates(self, user_ids: Iterable[str], exclude: Mapping[str, set[str]]) -> pd.DataFrame:
         """Candidate rows (with features) of the refitted base models for these users."""
         return build_candidates(
             self.models,
             [str(u) for u in user_ids],
             exclude,
-            self.setting.candidates_per_model,
+            self.candidates_per_model,
             self._history,
         )
+
+    def score(self, frame: pd.DataFrame) -> np.ndarray:
+        """The chosen method's score of every candidate row (higher ranks first)."""
+        if self.method == BLEND:
+            return blend_scores(frame, self.weights)
+        if self.ranker is None:
+            raise RuntimeError("fit the full stack before asking for recommendations")
+        return self.ranker.predict(frame.assign(**{TIER: TIER_VALUE}), TIER)
 
     def recommend(
         self, user_ids: Iterable[str], k: int, exclude: Mapping[str, set[str]] | None = None
     ) -> dict[str, list[str]]:
-        """Top-k per user: the ranker's order of the union candidates, never an excluded
-        item; users unknown to training get the most-popular list."""
-        if self.ranker is None or not self.models:
+        """Top-k per user: the chosen method's order of the union candidates, never an
+        excluded item; users unknown to training get the most-popular list."""
+        if not self.models:
             raise RuntimeError("fit the full stack before asking for recommendations")
         exclude = exclude or {}
         users = [str(u) for u in user_ids]
-        frame = self.candidates(users, exclude).assign(**{TIER: TIER_VALUE})
-        out = (
-            _top_lists(frame.reset_index(drop=True), self.ranker.predict(frame, TIER), k)
-            if len(frame)
-            else {}
-        )
+        frame = self.candidates(users, exclude).reset_index(drop=True)
+        out = _top_lists(frame, self.score(frame), k) if len(frame) else {}
         cold = [u for u in users if u not in out]
         if cold:
             out.update(self.models["most_popular"].recommend(cold, k, exclude))
         return {u: out.get(u, []) for u in users}
+
+
+def weights_text(weights: Mapping[str, float]) -> str:
+    """Blend weights as "item_knn 0.3, als 0.4, ease 0.3", for the tuning record and reports."""
+    return ", ".join(f"{m} {w:g}" for m, w in weights.items())
 
 
 @dataclass
@@ -546,15 +642,17 @@ def run_quality_details(
     k: int = 10,
     seed: int = 42,
     grid: Sequence[RankerSetting] = DEFAULT_GRID,
+    blend: bool = True,
 ) -> QualityResult:
     """Fit the four baselines and the full stack on `train` only, and score all five with
-    full ranking on `test` (training items excluded)."""
+    full ranking on `test` (training items excluded); `blend` False leaves the ranker grid
+    as the stack's only choice."""
     metrics: dict[str, dict[str, float]] = {}
     for name, model in base_models(seed).items():
         metrics[name] = full_ranking_eval(model.fit(train), train, test, k)
-    stack = FullStack(k=k, seed=seed, grid=grid).fit(train)
+    stack = FullStack(k=k, seed=seed, grid=grid, blend=blend).fit(train)
     metrics["full_stack"] = full_ranking_eval(stack, train, test, k)
-    n = stack.setting.candidates_per_model
+    n = stack.candidates_per_model
     metrics["full_stack"][f"union_recall@{n}x{len(MODELS)}"] = union_recall(stack, train, test)
     return QualityResult(metrics, stack)
 

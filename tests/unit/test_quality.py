@@ -1,7 +1,8 @@
 """The full stack (retrieval union + LightGBM ranker) on a small block-structured world: runs
-end to end, reports all five models, never recommends training items, picks its tree count by
-cross-validation over users, and learns only from the training data (the ranker's rows do not
-change when the test set does)."""
+end to end, reports all five models, never recommends training items, chooses between the
+z-score blend and the ranker (and the ranker's tree count) on a transfer check inside the
+training data, and learns only from the training data (the ranker's rows do not change when
+the test set does)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import scipy.sparse as sp
 
 from crossfade import columns as C
 from crossfade.candidates.weights import WEIGHT
-from crossfade.evaluation.protocol import items_by_user
+from crossfade.evaluation.protocol import _mean_metrics, items_by_user
 from crossfade.evaluation.quality import (
+    BLEND,
+    BLEND_MODELS,
     DEFAULT_GRID,
     FEATURES,
     FOLD,
@@ -21,12 +24,17 @@ from crossfade.evaluation.quality import (
     HISTORY_FEATURES,
     MODELS,
     OBJECTIVES,
+    RANKER,
     TIER_VALUE,
     TREE_STEP,
     FullStack,
     QualityResult,
     RankerSetting,
+    _ndcg,
+    _top_lists,
     base_models,
+    blend_grid,
+    blend_scores,
     build_candidates,
     history,
     history_features,
@@ -70,6 +78,13 @@ def result(split: tuple[pd.DataFrame, pd.DataFrame]) -> QualityResult:
     return run_quality_details(train, test, k=K, seed=7, grid=GRID)
 
 
+@pytest.fixture(scope="module")
+def ranked(split: tuple[pd.DataFrame, pd.DataFrame]) -> QualityResult:
+    """The stack with the blend out of the running: the ranker is the only choice."""
+    train, test = split
+    return run_quality_details(train, test, k=K, seed=7, grid=GRID, blend=False)
+
+
 def test_full_stack_reports_all_five_models_with_sane_metrics(result: QualityResult) -> None:
     assert set(result.metrics) == {*MODELS, "full_stack"}
     for metrics in result.metrics.values():
@@ -79,7 +94,13 @@ def test_full_stack_reports_all_five_models_with_sane_metrics(result: QualityRes
     assert len(union) == 1 and 0.0 < result.metrics["full_stack"][union[0]] <= 1.0
     # the blocks are learnable: the stack must beat the non-personalised floor
     assert result.metrics["full_stack"][f"ndcg@{K}"] > result.metrics["most_popular"][f"ndcg@{K}"]
-    assert result.stack.tuning and result.stack.setting == GRID[0]
+    # the transfer check scored the blend and the one ranker setting, and kept the better
+    key = f"validation_ndcg@{K}"
+    assert [row["method"] for row in result.stack.tuning] == [BLEND, RANKER]
+    best = max(result.stack.tuning, key=lambda row: float(row[key]))
+    assert result.stack.method == best["method"]
+    assert set(result.stack.validation_baselines) == set(MODELS)
+    assert 0.0 < result.stack.inner_blend_ndcg <= 1.0 and result.stack.weights
 
 
 def test_full_stack_never_recommends_training_items(
@@ -145,9 +166,10 @@ def test_candidates_are_the_union_of_each_models_top_n_minus_exclusions(
     assert set(frame[C.USER_ID]) == set(users)
 
 
-def test_ranker_rows_come_from_every_inner_fold_and_trees_are_cross_validated(
-    result: QualityResult,
+def test_ranker_rows_come_from_every_inner_fold_and_trees_are_chosen_on_the_transfer_check(
+    ranked: QualityResult,
 ) -> None:
+    result = ranked
     frame = result.stack.training_frame
     assert set(frame[FOLD]) == set(range(result.stack.inner_folds))
     assert result.stack.inner_folds >= 2
@@ -161,8 +183,9 @@ def test_ranker_rows_come_from_every_inner_fold_and_trees_are_cross_validated(
     assert by_fold[0] != by_fold[1]
     tuned = result.stack.tuning[0]
     assert tuned["objective"] == GRID[0].objective
-    assert 0.0 < float(tuned[f"inner_ndcg@{K}"]) <= 1.0
-    # the tree count is one of the cross-validated checkpoints, and the final ranker uses it
+    assert result.stack.method == RANKER and result.stack.setting == GRID[0]
+    assert 0.0 < float(tuned[f"validation_ndcg@{K}"]) <= 1.0
+    # the tree count is one of the transfer check's checkpoints, and the final ranker uses it
     trees = int(tuned["trees"])
     assert trees % TREE_STEP == 0 and 0 < trees <= result.stack.num_boost_round
     assert result.stack.ranker is not None
@@ -177,15 +200,15 @@ def test_the_objective_is_a_tuned_setting_and_a_bad_one_is_named() -> None:
         RankerSetting(objective="pointwise")
     with pytest.raises(ValueError, match="inner_folds"):
         FullStack(inner_folds=0).fit(block_world())
-    with pytest.raises(ValueError, match="cv_folds"):
-        FullStack(cv_folds=1).fit(block_world())
+    with pytest.raises(ValueError, match="nothing to choose"):
+        FullStack(grid=(), blend=False).fit(block_world())
 
 
 def test_a_pointwise_stack_learns_the_blocks_too(split: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     train, test = split
     grid = (RankerSetting(7, 0.1, 12, "binary", min_data_in_leaf=5),)
-    got = run_quality_details(train, test, k=K, seed=7, grid=grid)
-    assert got.stack.setting.objective == "binary"
+    got = run_quality_details(train, test, k=K, seed=7, grid=grid, blend=False)
+    assert got.stack.method == RANKER and got.stack.setting.objective == "binary"
     ndcg = {name: m[f"ndcg@{K}"] for name, m in got.metrics.items()}
     assert ndcg["full_stack"] > ndcg["most_popular"]
 
@@ -208,3 +231,47 @@ def test_history_features_relate_each_item_to_the_users_own_items() -> None:
     user = (np.log1p(2) + np.log1p(3)) / 2
     assert got["user_popularity"][0, 3] == pytest.approx(user)
     assert got["popularity_gap"][0, 3] == pytest.approx(-user)
+
+
+def test_blend_weights_cover_the_simplex_and_score_by_z() -> None:
+    grid = blend_grid(("a", "b", "c"), step=0.5)
+    assert len(grid) == 6 and all(abs(sum(w.values()) - 1.0) < 1e-12 for w in grid)
+    assert {"a": 0.5, "b": 0.0, "c": 0.5} in grid
+    assert all(set(w) == set(BLEND_MODELS) for w in blend_grid())
+    frame = pd.DataFrame({"als_z": [1.0, -1.0], "ease_z": [0.0, 2.0]})
+    assert np.allclose(blend_scores(frame, {"als": 0.25, "ease": 0.75}), [0.25, 1.25])
+
+
+def test_vectorised_ndcg_matches_the_protocols_metric() -> None:
+    rng = np.random.default_rng(0)
+    rows = 400
+    frame = pd.DataFrame(
+        {
+            GROUP: rng.choice([f"r{n}" for n in range(20)], size=rows),
+            C.USER_ID: "u",
+            C.ITEM_ID: [f"i{n:03d}" for n in rng.permutation(rows)],
+            "ease_rank": rng.integers(0, 50, size=rows).astype(float),
+            LABEL: rng.integers(0, 2, size=rows),
+        }
+    )
+    held = {
+        str(g): set(rows_[C.ITEM_ID][rows_[LABEL] == 1]) | {"elsewhere"}
+        for g, rows_ in frame.groupby(GROUP)
+    }
+    held["no rows"] = {"x"}
+    scores = rng.integers(0, 5, size=rows).astype(float)  # many ties: EASE rank, then item id
+    expected = _mean_metrics(_top_lists(frame, scores, K, GROUP), held, K)[f"ndcg@{K}"]
+    assert _ndcg(frame, scores, held, K) == pytest.approx(expected)
+
+
+def test_a_blend_stack_orders_the_candidates_by_its_weights(result: QualityResult) -> None:
+    stack = result.stack
+    stack_blend = FullStack(
+        k=K, seed=7, grid=GRID, models=stack.models, method=BLEND, weights={"ease": 1.0}
+    )
+    stack_blend._history = stack._history
+    users = sorted(set(stack.training_frame[C.USER_ID]))[:5]
+    seen = {u: set() for u in users}
+    frame = stack_blend.candidates(users, seen).reset_index(drop=True)
+    by_ease = _top_lists(frame, frame["ease_z"].to_numpy(), K)
+    assert stack_blend.recommend(users, K, seen) == {u: by_ease[u] for u in users}
