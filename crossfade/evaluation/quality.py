@@ -139,8 +139,8 @@ RANKER = "ranker"
 # the blend's models: on ad-hoc transfer checks inside the ML-100K training data (a
 # pseudo-test split with seed 1000, everything learnt on inner splits of the rest) these three
 # gave 0.2725 (best base model 0.2685, ranker 0.2680); adding most popular's z raised the
-# inner score but fell to 0.2677, an RP3beta z added nothing (0.2726), reciprocal-rank fusion
-# was no better (0.2729), separate weights for light and heavy users were worse (0.2694), and
+# inner score but fell to 0.2677, an RP3beta z (0.2726) and reciprocal-rank fusion (0.2729)
+# were within noise, separate weights for light and heavy users were worse (0.2694), and
 # LightGBM boosting on from the blend (as init_score) gave at most 0.2727
 BLEND_MODELS: tuple[str, ...] = ("item_knn", "als", "ease")
 BLEND_STEP = 0.1
