@@ -34,6 +34,20 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {mem_gib:.0f} GiB, Python {platform.python_version()}"
 
 
+def reference_ms(repeats: int = 5) -> float:
+    """Median ms of a fixed pure-Python loop on one core: compares machines between sessions.
+
+    Hosts of the same "2 cores" kind differ in speed (seen: 1.6x between sessions), which moves
+    every timing; this number says how fast the core was when a section was written.
+    """
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sum(i * i for i in range(1_000_000))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
 def git_sha() -> str:
     """Short commit the numbers were measured on."""
     try:
@@ -63,6 +77,8 @@ def write_section(name: str, body: str, command: str) -> None:
     begin, end = f"<!-- bench:{name}:begin -->", f"<!-- bench:{name}:end -->"
     section = (
         f"{begin}\n## {name}\n\n- machine: {machine()}\n- commit: {git_sha()}\n"
+        f"- single-core reference: {reference_ms():.0f} ms (`sum(i * i for i in range(10**6))`, "
+        "median of 5; lower is a faster core)\n"
         f"- command: `{command}`\n\n{body.strip()}\n{end}"
     )
     if begin in text and end in text:

@@ -22,7 +22,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crossfade.config import Settings
-from deployments.gateway.proxy import Reply, error_reply, invalid_reply
+from deployments.bodies import Reply, error_reply, invalid_reply
 from deployments.rollout.api import ReleaseService, http_status
 from deployments.rollout.auth import AuthError, Principal, authenticate
 

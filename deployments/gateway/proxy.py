@@ -22,15 +22,14 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
 import orjson
-from pydantic import BaseModel, ValidationError
 
 from crossfade.serving.api import FeedbackBatch, FeedbackRequest, RecommendRequest
+from deployments.bodies import Reply, parse_request
 from deployments.gateway.metrics import GatewayMetrics
 from deployments.gateway.mirror import PairSink, ShadowMirror, ranked
 from deployments.gateway.routing import mirror_to_shadow, route
@@ -41,7 +40,6 @@ log = logging.getLogger(__name__)
 LIVE_SLOTS = ("blue", "green")
 SLOTS = ("blue", "green", "shadow")
 DIVERSITY_WINDOW = 200  # responses per slot behind the catalogue-diversity gauge
-RequestT = TypeVar("RequestT", bound=BaseModel)
 
 
 class ObservationSink(PairSink, Protocol):
@@ -58,54 +56,6 @@ class ObservationSink(PairSink, Protocol):
     ) -> None: ...
 
     def record_feedback(self, slot: str | None, event: str, at: float | None = None) -> None: ...
-
-
-@dataclass(frozen=True)
-class Reply:
-    """What the HTTP layer sends back: status, JSON bytes, extra headers."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str] | None = None
-
-
-def error_reply(status: int, message: str, **extra: Any) -> Reply:
-    """A JSON error body `{"error": message, ...}`."""
-    return Reply(status, orjson.dumps({"error": message, **extra}))
-
-
-def invalid_reply(exc: ValidationError) -> Reply:
-    """422 listing every offending field by its dotted location."""
-    fields = [
-        {"field": ".".join(str(p) for p in err["loc"]) or "body", "message": err["msg"]}
-        for err in exc.errors()
-    ]
-    names = ", ".join(f["field"] for f in fields)
-    return error_reply(422, f"invalid request: {names}", fields=fields)
-
-
-def parse_json(raw: bytes) -> dict[str, Any] | Reply:
-    """The body as a JSON object, or the 400 that says why not."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return error_reply(400, "the body is not valid JSON; send a JSON object")
-    if not isinstance(body, dict):
-        return error_reply(400, "the body must be a JSON object")
-    return body
-
-
-def parse_request(raw: bytes, model: type[RequestT]) -> RequestT | Reply:
-    """The validated request, or the 400 (not a JSON object) / 422 (bad fields) that says why.
-
-    One parse on the hot path: pydantic reads the bytes itself; only a body it rejects is
-    parsed again, to tell a body that is not a JSON object (400) from a bad field (422).
-    """
-    try:
-        return model.model_validate_json(raw)
-    except ValidationError as exc:
-        body = parse_json(raw)
-        return body if isinstance(body, Reply) else invalid_reply(exc)
 
 
 class SlotFailure(Exception):

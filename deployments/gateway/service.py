@@ -25,10 +25,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from crossfade.config import Settings, load_settings
+from deployments.bodies import Reply
 from deployments.gateway.admin import AdminAPI
 from deployments.gateway.metrics import gateway_metrics
 from deployments.gateway.proxy import Gateway as GatewayCore
-from deployments.gateway.proxy import Reply
 from deployments.gateway.reconcile import SlotReconciler
 from deployments.gateway.state import StateCache
 from deployments.heap import settle_heap

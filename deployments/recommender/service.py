@@ -11,6 +11,7 @@ or degenerate at runtime. API and fallbacks: docs/serving.md.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -26,7 +27,6 @@ from typing import Any
 import bentoml
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response
 
 from crossfade.config import load_settings
 from crossfade.log import configure_logging, get_logger
@@ -34,25 +34,26 @@ from crossfade.safety.privacy import edge_pseudonymizer
 from crossfade.serving import fallbacks as F
 from crossfade.serving.api import (
     FeedbackBatch,
-    FeedbackEvent,
     FeedbackRequest,
     RecommendRequest,
     ReloadRequest,
-    RequestContext,
-    Shelf,
 )
 from crossfade.serving.logs import FEEDBACK, REQUESTS, BatchedLog, logs_dir
 from crossfade.serving.pipeline import RecommendationPipeline
+from deployments.bodies import Reply, error_reply, parse_request
 from deployments.heap import settle_heap
 from deployments.recommender.loading import (
     build_pipeline,
     listener_history,
     open_online_features,
 )
+from deployments.recommender.routes import app as routes
+from deployments.recommender.routes import serve_with
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 log = get_logger("deployments.recommender")
 PIPELINE_ERROR = "pipeline_error"
+ACCEPTED = orjson.dumps({"status": "accepted"})
 
 INJECTED_ERROR = "injected fault (drill): error_rate"
 STAGE_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
@@ -68,13 +69,6 @@ class RecommenderMetrics:
     fallbacks: Any  # Counter{slot, fallback}
     stale_features: Any  # Counter{slot, kind}
     feedback: Any  # Counter{slot, event, served_by}
-
-
-def json_response(body: dict[str, Any]) -> Response:
-    """The answer encoded once with orjson and handed to BentoML as a finished response:
-    its own path re-validates the dict and rebuilds a JSON schema on every request. (BentoML
-    then sets the status code from the request's `ctx.response`.)"""
-    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @cache
@@ -140,7 +134,9 @@ def pseudonym(value: str) -> str:
     # no per-request access log line: the request log and the metrics record every answer,
     # and formatting a line per request cost a few per cent of the request's CPU
     logging={"access": {"enabled": False}},
+    tracing={"excluded_urls": ["/recommend"]},  # spans with no exporter: CPU for nothing
 )
+@bentoml.asgi_app(routes, path="/")
 class Recommender:
     """One slot's recommender: pipeline, metrics, request and feedback logs."""
 
@@ -164,6 +160,9 @@ class Recommender:
         self._stop = threading.Event()
         threading.Thread(target=self._initial_load, name="model-load", daemon=True).start()
         threading.Thread(target=self._flush_logs, name="log-flush", daemon=True).start()
+        serve_with(
+            recommend=self.recommend, feedback=self.feedback, feedback_batch=self.feedback_batch
+        )
 
     # --- lifecycle -------------------------------------------------------------------------
     def _initial_load(self) -> None:
@@ -198,24 +197,28 @@ class Recommender:
         self.feedback_log.close()
 
     # --- API -----------------------------------------------------------------------------
-    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
-    def recommend(
-        self,
-        listener_id: str,
-        context: RequestContext,
-        shelf: Shelf,
-        k: int,
-        ctx: bentoml.Context,
-    ) -> Any:  # a finished JSON Response (json_response); BentoML passes it through
-        """Recommendations for one listener, shelf and context (contract: docs/serving.md)."""
-        started = time.perf_counter()
-        listener_id = self.to_pseudonym(listener_id)  # features, logs, answer: pseudonym only
+    async def recommend(self, raw: bytes) -> Reply:
+        """Recommendations for one listener, shelf and context (contract: docs/serving.md).
+
+        Served by the plain route of deployments/recommender/routes.py. The pipeline runs on
+        the event loop: it holds the GIL throughout, so a worker thread would add a hop per
+        request and no parallelism; requests are answered in arrival order.
+        """
+        request = parse_request(raw, RecommendRequest)
+        if isinstance(request, Reply):
+            return request
         faults = self.faults
         if faults.latency_ms:
-            time.sleep(faults.latency_ms / 1000.0)
+            await asyncio.sleep(faults.latency_ms / 1000.0)
         if faults.error_rate and self._fault_rng.random() < faults.error_rate:
-            ctx.response.status_code = 500  # BentoML sets a returned Response's status from ctx
-            return json_response({"error": f"{INJECTED_ERROR}={faults.error_rate:g}"})
+            return error_reply(500, f"{INJECTED_ERROR}={faults.error_rate:g}")
+        return Reply(200, orjson.dumps(self.answer(request)))
+
+    def answer(self, request: RecommendRequest) -> dict[str, Any]:
+        """The answer to a valid request: pipeline, fallbacks, metrics and the request log."""
+        started = time.perf_counter()
+        listener_id = self.to_pseudonym(request.listener_id)  # features, logs, answer: pseudonym
+        context, shelf, k = request.context, request.shelf, request.k
         request = RecommendRequest.model_construct(
             listener_id=listener_id, context=context, shelf=shelf, k=k
         )
@@ -234,7 +237,7 @@ class Recommender:
                     extra={"listener": pseudonym(listener_id), "error": repr(exc)},
                 )
                 answer = self._empty(request, PIPELINE_ERROR)
-        if faults.degenerate:
+        if self.faults.degenerate:
             answer = self._degenerate(answer, k)
         metrics = self.metrics
         for stage, ms in answer["stage_ms"].items():
@@ -259,7 +262,7 @@ class Recommender:
                 "model": answer["model"],
             }
         )
-        return json_response(answer)
+        return answer
 
     def _degenerate(self, answer: dict[str, Any], k: int) -> dict[str, Any]:
         """Injected fault: the first answer's items, served to every later listener."""
@@ -284,52 +287,36 @@ class Recommender:
             "stage_ms": {},
         }
 
-    @bentoml.api(route="/feedback", input_spec=FeedbackRequest)
-    def feedback(
-        self,
-        listener_id: str,
-        item_id: str,
-        event: FeedbackEvent,
-        ms_played: int | None,
-        timestamp: datetime,
-        slot: str | None,
-        ctx: bentoml.Context,
-    ) -> dict[str, Any]:
+    async def feedback(self, raw: bytes) -> Reply:
         """A play, skip or save of a recommended item: logged and counted (202 Accepted)."""
-        self._record_feedback(listener_id, item_id, event, ms_played, timestamp, slot)
-        ctx.response.status_code = 202
-        return {"status": "accepted"}
+        event = parse_request(raw, FeedbackRequest)
+        if isinstance(event, Reply):
+            return event
+        self._record_feedback(event)
+        return Reply(202, ACCEPTED)
 
-    @bentoml.api(route="/feedback/batch", input_spec=FeedbackBatch)
-    def feedback_batch(self, events: list[FeedbackRequest], ctx: bentoml.Context) -> dict[str, Any]:
+    async def feedback_batch(self, raw: bytes) -> Reply:
         """A listening session's feedback in one call (the whole batch was validated first)."""
-        for e in events:
-            self._record_feedback(
-                e.listener_id, e.item_id, e.event, e.ms_played, e.timestamp, e.slot
-            )
-        ctx.response.status_code = 202
-        return {"status": "accepted", "events": len(events)}
+        batch = parse_request(raw, FeedbackBatch)
+        if isinstance(batch, Reply):
+            return batch
+        for event in batch.events:
+            self._record_feedback(event)
+        return Reply(202, orjson.dumps({"status": "accepted", "events": len(batch.events)}))
 
-    def _record_feedback(
-        self,
-        listener_id: str,
-        item_id: str,
-        event: str,
-        ms_played: int | None,
-        timestamp: datetime,
-        slot: str | None,
-    ) -> None:
-        listener_id = self.to_pseudonym(listener_id)  # the feedback log holds pseudonyms only
-        self.metrics.feedback.labels(slot=self.slot, event=event, served_by=slot or "unknown").inc()
+    def _record_feedback(self, event: FeedbackRequest) -> None:
+        served_by = event.slot or "unknown"
+        self.metrics.feedback.labels(slot=self.slot, event=event.event, served_by=served_by).inc()
         self.feedback_log.append(
             {
-                "ts": timestamp.isoformat(),
+                "ts": event.timestamp.isoformat(),
                 "received": datetime.now(UTC).isoformat(),
-                "listener_id": listener_id,
-                "item_id": item_id,
-                "event": event,
-                "ms_played": ms_played,
-                "slot": slot,
+                # the feedback log holds pseudonyms only
+                "listener_id": self.to_pseudonym(event.listener_id),
+                "item_id": event.item_id,
+                "event": event.event,
+                "ms_played": event.ms_played,
+                "slot": event.slot,
                 "recorded_by": self.slot,
             }
         )

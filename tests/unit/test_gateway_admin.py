@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from crossfade.config import Settings, load_settings
+from deployments.bodies import Reply
 from deployments.gateway.admin import AdminAPI, bearer
-from deployments.gateway.proxy import Reply
 
 RM, VIEWER = "rm-token", "viewer-token"
 
