@@ -7,7 +7,7 @@ descriptors validate the body into a model and back into arguments, a hop to a w
 the request context). These routes read the bytes, validate them once (deployments/bodies.py:
 400 not a JSON object, 422 naming each bad field, as the gateway answers) and hand them to the
 service, which answers on the event loop; measured (A/B on one machine, 50 listeners), the
-recommender's CPU per request fell by about a sixth. The admin routes stay `@bentoml.api`
+recommender's CPU per request fell by about a fifth. The admin routes stay `@bentoml.api`
 methods: rare, and slow anyway (a reload). The routes still run inside BentoML's server (its
 metrics, timeout and health endpoints), and the OpenAPI it publishes at /docs.json carries
 the request and answer schemas, so clients and the fuzz drill read the contract from the
