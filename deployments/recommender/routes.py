@@ -81,7 +81,8 @@ def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
     }
 
 
-def _error(description: str) -> dict[str, Any]:
+def _no_schema(description: str) -> dict[str, Any]:
+    """An answer documented by its description only (JSON, shape not published)."""
     return {"description": description, "content": {"application/json": {}}}
 
 
@@ -94,9 +95,9 @@ def _operation(body: type[BaseModel], answers: dict[str, Any]) -> dict[str, Any]
         },
         "responses": {
             **answers,
-            "400": _error("the body is not a JSON object"),
-            "422": _error("a field is invalid; `fields` names each one"),
-            "503": _error("the service is still starting"),
+            "400": _no_schema("the body is not a JSON object"),
+            "422": _no_schema("a field is invalid; `fields` names each one"),
+            "503": _no_schema("the service is still starting"),
         },
     }
 
@@ -134,13 +135,13 @@ _route(
     "/feedback",
     "feedback",
     FeedbackRequest,
-    {"202": _error("logged and counted")},
+    {"202": _no_schema("logged and counted")},
     "A play, skip or save of a recommended item: logged and counted",
 )
 _route(
     "/feedback/batch",
     "feedback_batch",
     FeedbackBatch,
-    {"202": _error("every event logged and counted")},
+    {"202": _no_schema("every event logged and counted")},
     "A listening session's plays, skips and saves in one call, validated whole first",
 )
