@@ -28,12 +28,18 @@ SOURCES: tuple[str, ...] = (
 
 @dataclass(slots=True)
 class Candidate:
-    """One retrieved item: where it came from and how strongly."""
+    """One retrieved item: where it came from and how strongly.
+
+    `row` is the item's row in the candidate model's catalogue (its popularity tables, the
+    serving catalogue's order), so later stages index arrays instead of looking the id up
+    again; -1 when not known (a candidate built by hand).
+    """
 
     item_id: str
     source: str
     score: float
     sources: list[str] = field(default_factory=list)
+    row: int = -1
 
 
 @dataclass(frozen=True)
@@ -59,9 +65,12 @@ def merge_sources(
     ranked: dict[str, Ranked],
     quotas: dict[str, int],
     total: int,
-    allowed: Callable[[Sequence[str]], np.ndarray],
+    admit: Callable[[Sequence[str]], np.ndarray],
 ) -> list[Candidate]:
     """Filter each source, take its quota, de-duplicate, then order by reciprocal-rank fusion.
+
+    `admit(ids)` gives each id's catalogue row when the item may be shown to this listener
+    and -1 when a filter refuses it (one lookup per id serves the filter and the row).
 
     An item's fused score is the sum over the sources that found it of 1 / (RRF_K + rank), so
     items several sources agree on come first and cutting the list at `total` keeps them;
@@ -76,13 +85,15 @@ def merge_sources(
         ids, scores = ranked[source]
         if len(ids) == 0:
             continue
-        keep = allowed(ids)
+        admitted = admit(ids)
         quota = quotas.get(source, 0)
         taken: list[Candidate] = []
         rank = 0
         # plain Python values: iterating NumPy scalars costs more than the loop body
-        for item, score, ok in zip(ids, np.asarray(scores).tolist(), keep.tolist(), strict=True):
-            if not ok:
+        for item, score, row in zip(
+            ids, np.asarray(scores).tolist(), admitted.tolist(), strict=True
+        ):
+            if row < 0:
                 continue
             fused[item] = fused.get(item, 0.0) + 1.0 / (RRF_K + rank)
             rank += 1
@@ -91,7 +102,7 @@ def merge_sources(
                 if source not in known.sources:
                     known.sources.append(source)
                 continue
-            candidate = Candidate(str(item), source, float(score), [source])
+            candidate = Candidate(str(item), source, float(score), [source], row)
             seen[item] = candidate
             taken.append(candidate)
             if len(taken) >= quota:

@@ -73,11 +73,12 @@ class CandidateModel:
             return Listener(user_id, str(row[C.COUNTRY]), str(row[C.AGE_BUCKET]), str(row[C.TIER]))
         return Listener(user_id)
 
-    def _allowed(self, listener: Listener, heard: set[str]) -> Any:
+    def _admit(self, listener: Listener, heard: set[str]) -> Any:
+        """The merge's filter: each id's catalogue row if it may be shown, else -1."""
         playable = self.popularity.playable(listener.country)
         explicit = self.popularity.explicit_flags
 
-        def check(ids: Any) -> np.ndarray:
+        def admit(ids: Any) -> np.ndarray:
             rows = self._rows_of(ids)
             known = rows >= 0
             ok = known.copy()
@@ -86,9 +87,9 @@ class CandidateModel:
                 ok[known] &= ~explicit[rows[known]]
             if heard:
                 ok &= ~np.fromiter(map(heard.__contains__, ids), dtype=bool, count=len(ids))
-            return ok
+            return np.where(ok, rows, -1)
 
-        return check
+        return admit
 
     def sources(self, listener: Listener, now: datetime, heard: set[str]) -> dict[str, Ranked]:
         """Each source's ranked items for this listener, before filtering and merging."""
@@ -129,6 +130,11 @@ class CandidateModel:
         out["episodes"] = self.popularity.episodes(listener.country, q.get("episodes", 0) * over)
         return out
 
+    def profile(self, user_id: str) -> np.ndarray | None:
+        """The listener's content profile vector, or None for a listener without one."""
+        index = self._profile_index.get(user_id)
+        return None if index is None else self.profiles[index]
+
     def content_similarity(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
         """Cosine of each item's content embedding with the listener's profile (0 if none)."""
         profile = self._profile_index.get(user_id)
@@ -166,7 +172,7 @@ class CandidateModel:
         heard = set(heard or ()) | self.recent.get(user_id, set())
         ranked = self.sources(listener, now, heard)
         return merge_sources(
-            ranked, self.settings.quotas, k or self.settings.total, self._allowed(listener, heard)
+            ranked, self.settings.quotas, k or self.settings.total, self._admit(listener, heard)
         )
 
     # --- persistence ---------------------------------------------------------------------

@@ -96,6 +96,24 @@ class _ItemCache:
     columns: dict[str, np.ndarray]
     event_ts: np.ndarray  # epoch seconds, NaN where missing
     defaults: dict[str, np.ndarray]
+    # per item universe (keyed by the id of its id array): universe row -> cache row
+    remaps: dict[int, tuple[Sequence[str] | np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+    def rows_of(self, universe: Sequence[str] | np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Cache row of each universe row (-1: unknown there or here), by indexing an array
+        built once per universe and materialization instead of a lookup per id."""
+        held = self.remaps.get(id(universe))
+        if held is None or held[0] is not universe:
+            get = self.index.get
+            remap = np.fromiter(
+                (get(str(i), -1) for i in universe), dtype=np.int64, count=len(universe)
+            )
+            held = (universe, remap)
+            self.remaps[id(universe)] = held
+        out = np.full(len(rows), -1, dtype=np.int64)
+        known = rows >= 0
+        out[known] = held[1][rows[known]]
+        return out
 
 
 class OnlineFeatures:
@@ -184,13 +202,28 @@ class OnlineFeatures:
         no request pays the bulk read; returns the materialization id it holds."""
         return self._load_items().materialization_id
 
-    def items(self, item_ids: Sequence[str], now: datetime | None = None) -> ItemFeatures:
-        """Features for a batch of candidates from the cache; defaults where missing or stale."""
+    def items(
+        self,
+        item_ids: Sequence[str],
+        now: datetime | None = None,
+        *,
+        rows: np.ndarray | None = None,
+        universe: Sequence[str] | np.ndarray | None = None,
+    ) -> ItemFeatures:
+        """Features for a batch of candidates from the cache; defaults where missing or stale.
+
+        With `rows` (each item's row in `universe`, an id array the caller keeps for the
+        process's life, such as the serving catalogue's) the items are found by indexing,
+        not by a lookup per id.
+        """
         now = now or self.clock()
         cache = self._load_items()
-        index = np.fromiter(
-            (cache.index.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids)
-        )
+        if rows is not None and universe is not None:
+            index = cache.rows_of(universe, rows)
+        else:
+            index = np.fromiter(
+                (cache.index.get(i, -1) for i in item_ids), dtype=np.int64, count=len(item_ids)
+            )
         known = index >= 0
         safe = np.where(known, index, 0)
         age = now.timestamp() - cache.event_ts[safe] if len(safe) else np.zeros(0)

@@ -19,8 +19,10 @@ checks on many generated requests that the matrices are equal, so the two cannot
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import repeat
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -97,8 +99,17 @@ def _rows_matrix(column: Any, n: int, length: int) -> np.ndarray:
 
 def _positions(labels: Sequence[object], index: Mapping[str, int]) -> np.ndarray:
     """Position of each label (as a string) in a domain, -1 when it is not in it."""
-    get = index.get
+    get: Callable[[object, int], int] = index.get  # type: ignore[assignment]
+    if all(type(v) is str for v in labels):  # the usual case: no str() per label
+        return np.fromiter(map(get, labels, repeat(-1)), dtype=np.int64, count=len(labels))
     return np.fromiter((get(str(v), -1) for v in labels), dtype=np.int64, count=len(labels))
+
+
+def _remap(ids: Sequence[object] | np.ndarray, into: Sequence[object]) -> np.ndarray:
+    """For each id of `ids` (catalogue order), its position in `into`, -1 when absent: built
+    once per model load so a request maps catalogue rows to another table's rows by indexing."""
+    position = {str(v): i for i, v in enumerate(into)}
+    return np.fromiter((position.get(str(v), -1) for v in ids), dtype=np.int64, count=len(ids))
 
 
 def _pick(vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -124,6 +135,38 @@ class RankerInputs:
         self.column = {name: i for i, name in enumerate(RF.FEATURES)}
         self._source_col = {s: self.column[f"src_{s}"] for s in SOURCES}
         self._denied: dict[tuple[str, str], frozenset[str]] = {}
+        # catalogue row -> row of the collaborative model's and the content index's tables
+        self._cf_row = _remap(catalog_.item_ids, model.cf.item_ids)
+        self._content_row = _remap(catalog_.item_ids, model.content_index.item_ids)
+        self._artist_code = {str(a): int(c) for a, c in zip(
+            catalog_.artist_ids, catalog_.artist_codes, strict=True
+        )}  # fmt: skip
+        self._n_artists = int(catalog_.artist_codes.max()) + 1 if len(catalog_.artist_codes) else 0
+
+    def rows(self, candidates: Sequence[Candidate]) -> np.ndarray:
+        """Catalogue row of each candidate: the row the merge found it at, else looked up."""
+        rows = np.fromiter((c.row for c in candidates), dtype=np.int64, count=len(candidates))
+        lacking = np.flatnonzero(rows < 0)
+        if lacking.size:  # built by hand, or outside the catalogue
+            rows[lacking] = self.catalog.rows([candidates[int(i)].item_id for i in lacking])
+        return rows
+
+    def _artist_affinity(self, user_id: str, rows: np.ndarray) -> np.ndarray:
+        """The listener's play share of each row's artist (0 for artists never played)."""
+        shares = self.history.artist_share.get(user_id, {})
+        out = np.zeros(len(rows), dtype=np.float64)
+        if not shares:
+            return out
+        by_code = np.zeros(self._n_artists, dtype=np.float64)
+        for artist, share in shares.items():
+            code = self._artist_code.get(artist)
+            if code is not None:
+                by_code[code] = share
+        known = rows >= 0
+        out[known] = by_code[self.catalog.artist_codes[rows[known]]]
+        # an item outside the catalogue has no artist: the reference looks up str(NaN)
+        out[~known] = shares.get("nan", 0.0)
+        return out
 
     def _denied_for(self, country: object, age: object) -> frozenset[str]:
         """Features the policy neutralizes for this listener (cached per country and age)."""
@@ -149,16 +192,40 @@ class RankerInputs:
     ) -> np.ndarray:
         """The [candidates, FEATURES] float32 matrix `model_inputs` gives for this request."""
         ids = [c.item_id for c in candidates]
-        if ids != [str(i) for i in items.item_ids]:
+        if ids != items.item_ids and ids != [str(i) for i in items.item_ids]:
             raise ValueError("candidates and item features must list the same items in one order")
         n = len(ids)
         col = self.column
         out = np.zeros((n, len(RF.FEATURES)), dtype=np.float64)
+        rows = self.rows(candidates)
+        known = rows >= 0
+        safe = np.where(known, rows, 0)
 
-        # candidate crosses (ranking.dataset.candidate_features)
+        # candidate crosses (ranking.dataset.candidate_features), by catalogue row
         model = self.model
-        out[:, col["cf_score"]] = np.nan_to_num(model.cf.score(user_id, ids), nan=0.0)
-        out[:, col["content_sim"]] = model.content_similarity(user_id, ids)
+        user_vector = model.cf.user_vector(user_id)
+        if user_vector is not None:  # else NaN -> 0, as the reference's nan_to_num
+            cf_rows = np.where(known, self._cf_row[safe], -1)
+            cf_known = cf_rows >= 0
+            scores_cf = np.zeros(n, dtype=np.float32)
+            scores_cf[cf_known] = model.cf.item_factors[cf_rows[cf_known]] @ user_vector
+            out[:, col["cf_score"]] = scores_cf
+            if not known.all():  # outside the catalogue: the model's own lookup by id
+                outside = np.flatnonzero(~known)
+                found = model.cf.score(user_id, [ids[i] for i in outside])
+                out[outside, col["cf_score"]] = np.nan_to_num(found, nan=0.0)
+        profile = model.profile(user_id)
+        if profile is not None:
+            content_rows = np.where(known, self._content_row[safe], -1)
+            content_known = content_rows >= 0
+            vectors = np.zeros((n, model.content_index.dim), dtype=np.float32)
+            vectors[content_known] = model.content_index.vectors[content_rows[content_known]]
+            out[:, col["content_sim"]] = vectors @ profile
+            if not known.all():
+                outside = np.flatnonzero(~known)
+                out[outside, col["content_sim"]] = model.content_similarity(
+                    user_id, [ids[i] for i in outside]
+                )
         scores: list[float] = []
         counts: list[int] = []
         flag_rows: list[int] = []
@@ -175,15 +242,7 @@ class RankerInputs:
         out[:, col["source_score"]] = scores
         out[:, col["n_sources"]] = counts
         out[flag_rows, flag_cols] = 1.0  # src_<source>: found by that source
-        shares = self.history.artist_share.get(user_id, {})
-        rows = self.catalog.rows(ids)
-        artists = self.catalog.artist_ids
-        # an item outside the catalogue has no artist: the reference looks up str(NaN)
-        out[:, col["artist_affinity"]] = np.fromiter(
-            (shares.get(artists[r] if r >= 0 else "nan", 0.0) for r in rows),
-            dtype=np.float64,
-            count=n,
-        )
+        out[:, col["artist_affinity"]] = self._artist_affinity(user_id, rows)
 
         # store inputs, neutralized as FeaturePolicy.apply would (one listener per request)
         values = {
@@ -226,7 +285,9 @@ class RankerInputs:
                 in_market, plays, out=np.zeros_like(in_market), where=plays > 0
             )
         out[:, col["is_episode"]] = np.fromiter(
-            (v == "episode" for v in item_cols["item_content_type"]), dtype=np.float64, count=n
+            map(operator.eq, item_cols["item_content_type"], repeat("episode")),
+            dtype=np.float64,
+            count=n,
         )
 
         # numeric store features

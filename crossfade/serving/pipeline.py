@@ -144,6 +144,7 @@ class _Ranked:
     scores: np.ndarray
     sources: list[str]
     all_sources: list[list[str]]
+    rows: np.ndarray  # catalogue row of each item (-1: not in the catalogue)
     extra: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -267,7 +268,7 @@ class RecommendationPipeline:
         model = self.models.candidates
         found = model.generate(listener.user_id, now=now, listener=listener)
         if shelf == "discover_weekly":  # music discovery: personal and new, no podcasts
-            rows = self.catalog.rows([c.item_id for c in found])
+            rows = self.inputs.rows(found)
             episode = self.catalog.is_episode[np.maximum(rows, 0)] & (rows >= 0)
             found = [
                 c
@@ -276,7 +277,9 @@ class RecommendationPipeline:
             ]
         return found
 
-    def _item_features(self, ids: list[str], now: datetime, run: _Run) -> ItemFeatures:
+    def _item_features(
+        self, ids: list[str], rows: np.ndarray, now: datetime, run: _Run
+    ) -> ItemFeatures:
         if self.features is None:
             run.stale["item_missing"] += len(ids)
             run.fallback(F.ITEM_FEATURES_DEFAULTED)
@@ -290,7 +293,7 @@ class RecommendationPipeline:
                 else:
                     columns[spec.name] = np.array([spec.default] * len(ids), dtype=object)
             return ItemFeatures(list(ids), columns, len(ids), 0, "none")
-        batch = self.features.items(ids, now)
+        batch = self.features.items(ids, now, rows=rows, universe=self.catalog.item_ids)
         if batch.missing or batch.stale:
             run.fallback(F.ITEM_FEATURES_DEFAULTED)
             run.stale["item_missing"] += batch.missing
@@ -344,7 +347,7 @@ class RecommendationPipeline:
             with self._rerank_lock:
                 return self.reranker.rerank(frame, context, k)
         cat = self.catalog
-        rows = cat.rows(ids)
+        rows = ranked.rows[top]
         known = rows >= 0
         safe = np.maximum(rows, 0)
         data = RerankInput(
@@ -378,6 +381,7 @@ class RecommendationPipeline:
             scores,
             ["popular_in_cohort"] * len(ids),
             [["popular_in_cohort"]] * len(ids),
+            self.catalog.rows(ids),
             {i: [reason] for i in ids},
         )
 
@@ -393,14 +397,13 @@ class RecommendationPipeline:
         """The top k of `order` that pass the safety check, with their reasons."""
         k = request.k
         minor = is_minor(listener.age_bucket)
-        ids = [ranked.ids[i] for i in order]
-        rows = self.catalog.rows(ids)
-        ok = self.catalog.safe_mask(rows, listener.country, minor)
+        order = np.asarray(order, dtype=np.int64)
+        ok = self.catalog.safe_mask(ranked.rows[order], listener.country, minor)
         picked = [int(order[j]) for j in np.flatnonzero(ok)[: k * 2]]
         # and what the re-ranker's safety filter keeps (it reads the markets string)
         picked_ids = [ranked.ids[i] for i in picked]
         if self.fast:
-            shown = self.catalog.shown_mask(self.catalog.rows(picked_ids), listener.country, minor)
+            shown = self.catalog.shown_mask(ranked.rows[picked], listener.country, minor)
         else:
             shown = reference.shown_mask(
                 self.catalog, picked_ids, listener.country, listener.age_bucket
@@ -410,7 +413,7 @@ class RecommendationPipeline:
         items = []
         for i in final:
             item_id = ranked.ids[i]
-            row = self.catalog.index[item_id]
+            row = int(ranked.rows[i])
             artist = str(self.catalog.artist_ids[row])
             items.append(
                 {
@@ -466,6 +469,7 @@ class RecommendationPipeline:
             np.array([c.score for c in found], dtype=np.float64),
             [c.source for c in found],
             [list(c.sources) for c in found],
+            self.inputs.rows(found),
         )
         fused = np.arange(len(found))  # merge order: reciprocal-rank fusion of the sources
         if run.late:
@@ -474,7 +478,7 @@ class RecommendationPipeline:
             run.fallback(F.RANKER_MISSING)
             return popular()
         with run.stage("item_features"):
-            batch = self._item_features(ranked.ids, now, run)
+            batch = self._item_features(ranked.ids, ranked.rows, now, run)
         if run.late:
             return self._finish(request, listener, ranked, fused, run, today)
         try:

@@ -21,6 +21,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from crossfade import columns as C
+from crossfade.candidates.generator import Candidate
 from crossfade.config import load_settings
 from crossfade.data import domains as D
 from crossfade.features import catalog
@@ -73,7 +74,7 @@ def matrices(
     found = pipe._candidates(listener, now, req.shelf)
     if not found:
         return None
-    batch = pipe._item_features([c.item_id for c in found], now, run)
+    batch = pipe._item_features([c.item_id for c in found], pipe.inputs.rows(found), now, run)
     fast = pipe.inputs.matrix(listener.user_id, found, vector, batch, req.context)
     slow = reference.ranker_matrix(
         pipe.models.candidates, pipe.catalog, pipe.history, pipe.policy,
@@ -223,6 +224,39 @@ def test_the_ranker_inputs_refuse_a_batch_of_other_items(served: Served) -> None
         RankerInputs(pipe.catalog, served.candidates, served.history).matrix(
             user, found, vector, batch, req.context
         )
+
+
+def test_candidates_without_rows_or_outside_the_catalogue_get_the_reference_inputs(
+    served: Served,  # noqa: F811
+) -> None:
+    """The merge hands each candidate its catalogue row; candidates built by hand (row -1),
+    and items the catalogue does not know, are looked up by id and give the same matrix."""
+    pipe = served.pipeline()
+    online = pipe.features
+    assert online is not None
+    user = next(u for u in users_of(served) if served.candidates.profile(u) is not None)
+    found = served.candidates.generate(user, now=served.now)[:20]
+    assert found and all(c.row >= 0 for c in found)
+    by_hand = [Candidate(c.item_id, c.source, c.score, list(c.sources)) for c in found]
+    by_hand.append(Candidate("t-not-in-the-catalogue", "content", 0.5, ["content"]))
+    with_rows = [*found, by_hand[-1]]
+    ids = [c.item_id for c in by_hand]
+    req = make_request(user, "US", "phone", "ios", "UTC", served.now)
+    vector = online.user(user, served.now)
+    rows = pipe.inputs.rows(with_rows)
+    assert rows[-1] == -1 and (rows[:-1] == [c.row for c in found]).all()
+    by_id = online.items(ids, served.now)
+    by_row = online.items(ids, served.now, rows=rows, universe=pipe.catalog.item_ids)
+    for name, column in by_id.columns.items():
+        assert np.array_equal(column, by_row.columns[name]), name
+    assert (by_id.missing, by_id.stale) == (by_row.missing, by_row.stale) and by_id.missing >= 1
+    slow = reference.ranker_matrix(
+        pipe.models.candidates, pipe.catalog, pipe.history, pipe.policy,
+        user, by_hand, vector, by_id, req.context,
+    )  # fmt: skip
+    for candidates in (by_hand, with_rows):
+        fast = pipe.inputs.matrix(user, candidates, vector, by_row, req.context)
+        np.testing.assert_allclose(fast, slow, rtol=1e-6, atol=1e-6)
 
 
 def test_every_store_input_the_fast_path_reads_is_a_catalogue_feature() -> None:
