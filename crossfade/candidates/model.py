@@ -137,11 +137,11 @@ class CandidateModel:
 
     def content_similarity(self, user_id: str, item_ids: Sequence[str]) -> np.ndarray:
         """Cosine of each item's content embedding with the listener's profile (0 if none)."""
-        profile = self._profile_index.get(user_id)
+        profile = self.profile(user_id)
         if profile is None:
             return np.zeros(len(item_ids), dtype=np.float32)
         vectors, _ = self.content_index.vectors_of(item_ids)
-        return vectors @ self.profiles[profile]
+        return vectors @ profile
 
     def popularity_share(self, item_ids: Sequence[str]) -> np.ndarray:
         """Each item's share of decayed plays (0 for items the tables do not know)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -104,16 +104,24 @@ class _ItemCache:
         built once per universe and materialization instead of a lookup per id."""
         held = self.remaps.get(id(universe))
         if held is None or held[0] is not universe:
-            get = self.index.get
-            remap = np.fromiter(
-                (get(str(i), -1) for i in universe), dtype=np.int64, count=len(universe)
-            )
-            held = (universe, remap)
+            held = (universe, row_map(universe, self.index))
             self.remaps[id(universe)] = held
-        out = np.full(len(rows), -1, dtype=np.int64)
-        known = rows >= 0
-        out[known] = held[1][rows[known]]
-        return out
+        return through(held[1], rows)
+
+
+def row_map(ids: Sequence[object] | np.ndarray, position: Mapping[str, int]) -> np.ndarray:
+    """Each id's row in a table whose `position` maps ids to rows (-1 where absent): built
+    once per load, so requests translate rows between tables by indexing (`through`)."""
+    get = position.get
+    return np.fromiter((get(str(i), -1) for i in ids), dtype=np.int64, count=len(ids))
+
+
+def through(remap: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`rows` of one table as rows of another via a `row_map` array (-1 stays -1)."""
+    out = np.full(len(rows), -1, dtype=np.int64)
+    known = rows >= 0
+    out[known] = remap[rows[known]]
+    return out
 
 
 class OnlineFeatures:

@@ -32,7 +32,7 @@ from crossfade.candidates.generator import SOURCES, Candidate
 from crossfade.candidates.model import CandidateModel
 from crossfade.data import domains as D
 from crossfade.features import catalog
-from crossfade.features.online import FeatureVector, ItemFeatures
+from crossfade.features.online import FeatureVector, ItemFeatures, row_map, through
 from crossfade.features.policy import FeaturePolicy
 from crossfade.ranking import features as RF
 from crossfade.ranking.dataset import History
@@ -105,11 +105,9 @@ def _positions(labels: Sequence[object], index: Mapping[str, int]) -> np.ndarray
     return np.fromiter((get(str(v), -1) for v in labels), dtype=np.int64, count=len(labels))
 
 
-def _remap(ids: Sequence[object] | np.ndarray, into: Sequence[object]) -> np.ndarray:
-    """For each id of `ids` (catalogue order), its position in `into`, -1 when absent: built
-    once per model load so a request maps catalogue rows to another table's rows by indexing."""
-    position = {str(v): i for i, v in enumerate(into)}
-    return np.fromiter((position.get(str(v), -1) for v in ids), dtype=np.int64, count=len(ids))
+def _positions_of(ids: Sequence[object]) -> dict[str, int]:
+    """Row of each id (as a string) in a table listing `ids` in row order."""
+    return {str(v): i for i, v in enumerate(ids)}
 
 
 def _pick(vector: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -136,12 +134,11 @@ class RankerInputs:
         self._source_col = {s: self.column[f"src_{s}"] for s in SOURCES}
         self._denied: dict[tuple[str, str], frozenset[str]] = {}
         # catalogue row -> row of the collaborative model's and the content index's tables
-        self._cf_row = _remap(catalog_.item_ids, model.cf.item_ids)
-        self._content_row = _remap(catalog_.item_ids, model.content_index.item_ids)
+        self._cf_row = row_map(catalog_.item_ids, _positions_of(model.cf.item_ids))
+        self._content_row = row_map(catalog_.item_ids, _positions_of(model.content_index.item_ids))
         self._artist_code = {str(a): int(c) for a, c in zip(
             catalog_.artist_ids, catalog_.artist_codes, strict=True
         )}  # fmt: skip
-        self._n_artists = int(catalog_.artist_codes.max()) + 1 if len(catalog_.artist_codes) else 0
 
     def rows(self, candidates: Sequence[Candidate]) -> np.ndarray:
         """Catalogue row of each candidate: the row the merge found it at, else looked up."""
@@ -157,13 +154,20 @@ class RankerInputs:
         out = np.zeros(len(rows), dtype=np.float64)
         if not shares:
             return out
-        by_code = np.zeros(self._n_artists, dtype=np.float64)
-        for artist, share in shares.items():
-            code = self._artist_code.get(artist)
-            if code is not None:
-                by_code[code] = share
+        # the listener's few artists as sorted codes, matched by binary search (no array the
+        # size of the catalogue's artists per request)
+        played = sorted(
+            (code, share)
+            for artist, share in shares.items()
+            if (code := self._artist_code.get(artist)) is not None
+        )
         known = rows >= 0
-        out[known] = by_code[self.catalog.artist_codes[rows[known]]]
+        if played:
+            codes = np.array([c for c, _ in played], dtype=np.int64)
+            values = np.array([v for _, v in played], dtype=np.float64)
+            wanted = self.catalog.artist_codes[rows[known]]
+            at = np.minimum(np.searchsorted(codes, wanted), codes.size - 1)
+            out[known] = np.where(codes[at] == wanted, values[at], 0.0)
         # an item outside the catalogue has no artist: the reference looks up str(NaN)
         out[~known] = shares.get("nan", 0.0)
         return out
@@ -198,31 +202,28 @@ class RankerInputs:
         col = self.column
         out = np.zeros((n, len(RF.FEATURES)), dtype=np.float64)
         rows = self.rows(candidates)
-        known = rows >= 0
-        safe = np.where(known, rows, 0)
 
         # candidate crosses (ranking.dataset.candidate_features), by catalogue row
         model = self.model
+        outside = np.flatnonzero(rows < 0)  # not in the catalogue: the models' lookup by id
         user_vector = model.cf.user_vector(user_id)
         if user_vector is not None:  # else NaN -> 0, as the reference's nan_to_num
-            cf_rows = np.where(known, self._cf_row[safe], -1)
-            cf_known = cf_rows >= 0
+            cf_rows = through(self._cf_row, rows)
             scores_cf = np.zeros(n, dtype=np.float32)
-            scores_cf[cf_known] = model.cf.item_factors[cf_rows[cf_known]] @ user_vector
+            scores_cf[cf_rows >= 0] = model.cf.item_factors[cf_rows[cf_rows >= 0]] @ user_vector
             out[:, col["cf_score"]] = scores_cf
-            if not known.all():  # outside the catalogue: the model's own lookup by id
-                outside = np.flatnonzero(~known)
+            if outside.size:
                 found = model.cf.score(user_id, [ids[i] for i in outside])
                 out[outside, col["cf_score"]] = np.nan_to_num(found, nan=0.0)
         profile = model.profile(user_id)
         if profile is not None:
-            content_rows = np.where(known, self._content_row[safe], -1)
-            content_known = content_rows >= 0
+            content_rows = through(self._content_row, rows)
             vectors = np.zeros((n, model.content_index.dim), dtype=np.float32)
-            vectors[content_known] = model.content_index.vectors[content_rows[content_known]]
+            vectors[content_rows >= 0] = model.content_index.vectors[
+                content_rows[content_rows >= 0]
+            ]
             out[:, col["content_sim"]] = vectors @ profile
-            if not known.all():
-                outside = np.flatnonzero(~known)
+            if outside.size:
                 out[outside, col["content_sim"]] = model.content_similarity(
                     user_id, [ids[i] for i in outside]
                 )

@@ -370,18 +370,19 @@ class RecommendationPipeline:
         run.fallback(F.POPULAR_IN_COHORT)
         tables = self.models.candidates.popularity
         ids, scores = tables.cohort(listener.country, listener.age_bucket, listener.tier, k * 4)
+        rows = self.catalog.rows(ids)
         keep = np.ones(len(ids), dtype=bool)
         if shelf == "discover_weekly":
-            keep &= ~self.catalog.is_episode[np.maximum(self.catalog.rows(ids), 0)]
+            keep &= ~self.catalog.is_episode[np.maximum(rows, 0)]
         ids = [i for i, ok in zip(ids, keep, strict=True) if ok]
-        scores = np.asarray(scores)[keep]
+        scores, rows = np.asarray(scores)[keep], rows[keep]
         reason = f"popular with listeners like you in {listener.country}"
         return _Ranked(
             list(ids),
             scores,
             ["popular_in_cohort"] * len(ids),
             [["popular_in_cohort"]] * len(ids),
-            self.catalog.rows(ids),
+            rows,
             {i: [reason] for i in ids},
         )
 
