@@ -23,6 +23,9 @@ def _run(*args: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
         "CROSSFADE_SIMULATOR__TRACKS": "600",
         "CROSSFADE_SIMULATOR__ARTISTS": "60",
         "CROSSFADE_SIMULATOR__EPISODES": "40",
+        # A fixed key: listener pseudonyms, and so every hash-based assignment, are the same
+        # on every run (the local default makes a random key per data root).
+        "CROSSFADE_PRIVACY__PSEUDONYM_KEY": "test-experiment-cli",
         "COLUMNS": "200",
     }
     return subprocess.run(
