@@ -156,25 +156,14 @@ def write_bodies(settings: Any, path: Path, count: int, seed: int) -> int:
 
 # -- the stack -----------------------------------------------------------------------------
 @contextmanager
-def shadow_gateway(stack: Any, share: float, name: str) -> Iterator[Any]:
+def shadow_gateway(stack: Any, share: float) -> Iterator[Any]:
     """Another gateway process in front of the same slots, mirroring `share` to shadow."""
     from crossfade.config import ENV_PREFIX
-    from deployments.process import free_port, start_service
-    from deployments.serve import GATEWAY, bentoml_home, settings_env
+    from deployments.process import free_port
+    from deployments.serve import start_gateway
 
-    port = free_port()
-    env = {
-        **settings_env(stack.settings),
-        "BENTOML_HOME": str(bentoml_home(stack.settings, name)),
-        f"{ENV_PREFIX}GATEWAY__BLUE_PORT": str(stack.ports.blue),
-        f"{ENV_PREFIX}GATEWAY__GREEN_PORT": str(stack.ports.green),
-        f"{ENV_PREFIX}GATEWAY__SHADOW_PORT": str(stack.ports.shadow),
-        f"{ENV_PREFIX}GATEWAY__PORT": str(port),
-        f"{ENV_PREFIX}GATEWAY__IDLE_SHADOW_SHARE": str(share),
-    }
-    service = start_service(
-        GATEWAY, env=env, port=port, ready_timeout=stack.settings.gateway.start_timeout_seconds
-    )
+    extra = {f"{ENV_PREFIX}GATEWAY__IDLE_SHADOW_SHARE": str(share)}
+    service = start_gateway(stack.settings, stack.ports, free_port(), extra)
     try:
         yield service
     finally:
@@ -456,8 +445,8 @@ def main(argv: list[str] | None = None) -> None:
         by_config: dict[str, list[Result]] = {c: [] for c in CONFIGS}
         with (
             start_stack(settings) as stack,
-            shadow_gateway(stack, args.shadow_share, "gateway-shadow") as mirror,
-            shadow_gateway(stack, rollout_share, "gateway-rollout") as rollout,
+            shadow_gateway(stack, args.shadow_share) as mirror,
+            shadow_gateway(stack, rollout_share) as rollout,
         ):
             pids = {
                 "gateway": stack.services["gateway"].process.pid,

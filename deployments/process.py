@@ -1,10 +1,11 @@
-"""Start and stop a BentoML service as its own process on a free loopback port.
+"""Start and stop a service (BentoML or plain ASGI) as its own process on a loopback port.
 
 `start_service("deployments.recommender.service:Recommender", env={...})` runs
 `bentoml serve` with the caller's environment plus `env`, waits for `/readyz` and returns a
 handle with the base URL; a process that exits or is not ready in time raises
 `ServiceStartError` with the tail of its stderr. Used for the blue, green and shadow
-recommenders, the gateway, the integration tests and the drills.
+recommenders, the gateway, the integration tests and the drills. With `server="uvicorn"` the
+target is an ASGI app ("module:app") run by uvicorn in one process (the gateway).
 
 Each service gets a private `BENTOML_HOME` unless `env` names one: `bentoml serve` empties
 `$BENTOML_HOME/prometheus_multiproc_dir` at start-up, so a shared home would wipe the metrics
@@ -26,13 +27,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Literal
 
 import httpx
 import psutil
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
+Server = Literal["bentoml", "uvicorn"]
+KEEPALIVE_SECONDS = 5  # uvicorn's idle keep-alive; the gateway's clients close theirs sooner
 
 
 class ServiceStartError(RuntimeError):
@@ -48,7 +51,7 @@ def free_port() -> int:
 
 @dataclass
 class ServiceProcess:
-    """A running `bentoml serve` process."""
+    """A running service process (`bentoml serve` or uvicorn)."""
 
     target: str
     port: int
@@ -74,7 +77,7 @@ class ServiceProcess:
         return self.process.poll() is None
 
     def tree(self) -> list[psutil.Process]:
-        """The `bentoml serve` process and every descendant (its workers) still running."""
+        """The service process and every descendant (BentoML workers) still running."""
         try:
             root = psutil.Process(self.process.pid)
             return [root, *root.children(recursive=True)]
@@ -82,7 +85,8 @@ class ServiceProcess:
             return []
 
     def stop(self, timeout: float = 15.0) -> int | None:
-        """SIGTERM the process group (bentoml stops its workers); SIGKILL the tree if it lingers.
+        """SIGTERM the process group (bentoml stops its workers, uvicorn shuts down gracefully);
+        SIGKILL the tree if it lingers.
 
         The tree is taken before SIGTERM: once the arbiter is gone its workers (in sessions of
         their own) could no longer be found through it.
@@ -120,6 +124,20 @@ class ServiceProcess:
         self.stop()
 
 
+def server_command(target: str, port: int, server: Server = "bentoml") -> list[str]:
+    """The command line that serves `target` on loopback `port`."""
+    if server == "uvicorn":
+        return [
+            sys.executable, "-m", "uvicorn", target, "--host", HOST, "--port", str(port),
+            "--no-access-log", "--no-server-header", "--log-level", "warning",
+            "--timeout-keep-alive", str(KEEPALIVE_SECONDS), "--lifespan", "on",
+        ]  # fmt: skip
+    return [
+        sys.executable, "-m", "bentoml", "serve", target,
+        "--host", HOST, "--port", str(port), "--working-dir", str(REPO_ROOT),
+    ]  # fmt: skip
+
+
 def wait_ready(service: ServiceProcess, timeout: float) -> None:
     """Poll `/readyz` until 200; raise with the stderr tail if the process dies or times out."""
     deadline = time.monotonic() + timeout
@@ -152,29 +170,36 @@ def start_service(
     port: int | None = None,
     ready_timeout: float = 120.0,
     wait: bool = True,
+    server: Server = "bentoml",
 ) -> ServiceProcess:
-    """Run `bentoml serve <target>` on loopback; by default wait until `/readyz` says 200.
+    """Run `target` on loopback; by default wait until `/readyz` says 200.
 
-    `target` is "module.path:ServiceClass"; the process runs from the repository root with
+    `target` is "module.path:ServiceClass" for `bentoml serve` (the default) or
+    "module.path:app" for `server="uvicorn"`; the process runs from the repository root with
     the current environment plus `env` (e.g. CROSSFADE_DATA_ROOT, CROSSFADE_SERVING__SLOT).
-    Without `BENTOML_HOME` in `env` the process gets a private one (a temporary directory,
-    removed by `stop()`), so its start-up cannot wipe other services' metrics.
+    A BentoML service without `BENTOML_HOME` in `env` gets a private one (a temporary
+    directory, removed by `stop()`), so its start-up cannot wipe other services' metrics.
     """
     port = port or free_port()
     stderr_path = Path(tempfile.mkstemp(prefix="crossfade-service-", suffix=".log")[1])
     stderr = stderr_path.open("wb")
-    full_env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", **(env or {})}
+    # BENTOML_DO_NOT_TRACK: no usage-statistics thread in the arbiter (nothing leaves the host).
+    full_env = {
+        **os.environ,
+        "OPENBLAS_NUM_THREADS": "1",
+        "BENTOML_DO_NOT_TRACK": "True",
+        **(env or {}),
+    }
     private_home = None
-    if "BENTOML_HOME" not in (env or {}):
+    if server == "bentoml" and "BENTOML_HOME" not in (env or {}):
         private_home = Path(tempfile.mkdtemp(prefix="crossfade-bentoml-"))
         full_env["BENTOML_HOME"] = str(private_home)
+    if server == "uvicorn":  # one process: in-memory metrics, never a multiprocess directory
+        full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     full_env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(REPO_ROOT), full_env.get("PYTHONPATH", "")) if p
     )
-    command = [
-        sys.executable, "-m", "bentoml", "serve", target,
-        "--host", HOST, "--port", str(port), "--working-dir", str(REPO_ROOT),
-    ]  # fmt: skip
+    command = server_command(target, port, server)
     process = subprocess.Popen(
         command,
         cwd=REPO_ROOT,

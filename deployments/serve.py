@@ -2,11 +2,12 @@
 
     python -m deployments.serve [--profile local] [--no-controller]
 
-starts the three recommender slots and the gateway (each a `bentoml serve` process, through
-deployments/process.py), plus the release controller loop (`crossfade release watch`) unless
-told not to; writes `<data root>/serve/stack.json` with every address and PID, prints the
-addresses and stops every child on Ctrl-C or SIGTERM. The same start-up is a library call,
-`start_stack(settings) -> Stack`, for the integration tests, drills and benchmarks.
+starts the three recommender slots (each a `bentoml serve` process) and the gateway (a
+uvicorn process), through deployments/process.py, plus the release controller loop
+(`crossfade release watch`) unless told not to; writes `<data root>/serve/stack.json` with
+every address and PID, prints the addresses and stops every child on Ctrl-C or SIGTERM. The
+same start-up is a library call, `start_stack(settings) -> Stack`, for the integration tests,
+drills and benchmarks.
 
 Which models each slot loads at start (documented in docs/gateway.md):
 - blue: `serving.candidates_ref` / `serving.ranker_ref` (default alias `champion`), or the
@@ -53,7 +54,7 @@ from deployments.process import (
 from deployments.rollout.store import RolloutStore
 
 RECOMMENDER = "deployments.recommender.service:Recommender"
-GATEWAY = "deployments.gateway.service:Gateway"
+GATEWAY = "deployments.gateway.service:app"  # an ASGI app, served by uvicorn
 SLOTS = ("blue", "green", "shadow")
 
 
@@ -269,6 +270,30 @@ def bentoml_home(settings: Settings, name: str) -> Path:
     return settings.data_root / "serve" / "bentoml" / name
 
 
+def start_gateway(
+    settings: Settings, ports: Ports, port: int, extra_env: dict[str, str] | None = None
+) -> ServiceProcess:
+    """Start a gateway process on `port` in front of the slots at `ports`; ready on return.
+
+    The stack starts one; a benchmark may start more in front of the same slots, with
+    `extra_env` changing their settings (e.g. the idle shadow share)."""
+    env = {
+        **settings_env(settings),
+        f"{ENV_PREFIX}GATEWAY__BLUE_PORT": str(ports.blue),
+        f"{ENV_PREFIX}GATEWAY__GREEN_PORT": str(ports.green),
+        f"{ENV_PREFIX}GATEWAY__SHADOW_PORT": str(ports.shadow),
+        f"{ENV_PREFIX}GATEWAY__PORT": str(port),
+        **(extra_env or {}),
+    }
+    return start_service(
+        GATEWAY,
+        env=env,
+        port=port,
+        ready_timeout=settings.gateway.start_timeout_seconds,
+        server="uvicorn",
+    )
+
+
 def manifest_path(settings: Settings) -> Path:
     """Where a running stack records its addresses and PIDs."""
     return settings.data_root / "serve" / "stack.json"
@@ -313,17 +338,7 @@ def start_stack(settings: Settings, *, controller: bool = False) -> Stack:
                 RECOMMENDER, env=env, port=getattr(ports, slot), wait=False
             )
         _wait_all([started[slot] for slot in SLOTS], timeout)
-        gateway_env = {
-            **base,
-            "BENTOML_HOME": str(bentoml_home(settings, "gateway")),
-            f"{ENV_PREFIX}GATEWAY__BLUE_PORT": str(ports.blue),
-            f"{ENV_PREFIX}GATEWAY__GREEN_PORT": str(ports.green),
-            f"{ENV_PREFIX}GATEWAY__SHADOW_PORT": str(ports.shadow),
-            f"{ENV_PREFIX}GATEWAY__PORT": str(ports.gateway),
-        }
-        started["gateway"] = start_service(
-            GATEWAY, env=gateway_env, port=ports.gateway, ready_timeout=timeout
-        )
+        started["gateway"] = start_gateway(settings, ports, ports.gateway)
     except BaseException:
         _stop_all(started.values())
         raise

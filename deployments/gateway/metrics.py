@@ -1,16 +1,17 @@
 """The gateway's Prometheus metrics, named as configs/guardrails.yaml's queries expect them.
 
-Created on first use, inside the server process: BentoML sets the Prometheus multiprocess
-directory after importing the service module, and metrics created before that would never
-reach `/metrics`.
+Created once per process on first use, in a registry of their own that the gateway's
+`/metrics` renders. The gateway is one uvicorn process (one event loop), so plain in-memory
+metrics suffice: no multiprocess files.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # Seconds; the p99 latency guardrail reads this histogram (at most 300 ms locally).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5)
@@ -20,6 +21,7 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.
 class GatewayMetrics:
     """Handles on every metric the gateway exports."""
 
+    registry: CollectorRegistry  # what /metrics renders
     requests: Any  # Counter{slot, outcome, fallback}
     latency: Any  # Histogram{slot}, seconds
     green_to_blue: Any  # Counter: green failed, blue answered
@@ -35,15 +37,19 @@ class GatewayMetrics:
 @cache
 def gateway_metrics() -> GatewayMetrics:
     """Create (once per process) and return the gateway's metrics."""
-    with warnings.catch_warnings():
-        # bentoml.metrics defers to prometheus_client and warns it is deprecated; it is still
-        # the way to get BentoML's multiprocess collection right.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import bentoml
+    registry = CollectorRegistry()
 
-        metrics: Any = bentoml.metrics
-        counter, histogram, gauge = metrics.Counter, metrics.Histogram, metrics.Gauge
+    def counter(name: str, doc: str, labels: list[str] | None = None) -> Counter:
+        return Counter(name, doc, labels or [], registry=registry)
+
+    def histogram(name: str, doc: str, labels: list[str] | None = None, **kw: Any) -> Histogram:
+        return Histogram(name, doc, labels or [], registry=registry, **kw)
+
+    def gauge(name: str, doc: str, labels: list[str] | None = None) -> Gauge:
+        return Gauge(name, doc, labels or [], registry=registry)
+
     return GatewayMetrics(
+        registry=registry,
         requests=counter(
             "crossfade_gateway_requests",
             "Listener requests answered, by slot that answered, outcome and fallback",
@@ -71,7 +77,6 @@ def gateway_metrics() -> GatewayMetrics:
         shadow_overlap=gauge(
             "crossfade_gateway_shadow_overlap_at_k",
             "overlap@k between the live and shadow answer of the latest pair",
-            multiprocess_mode="mostrecent",
         ),
         shadow_latency=histogram(
             "crossfade_gateway_shadow_duration_seconds",
@@ -85,6 +90,5 @@ def gateway_metrics() -> GatewayMetrics:
             "crossfade_gateway_catalogue_diversity",
             "Distinct items / items shown over the slot's recent responses",
             ["slot"],
-            multiprocess_mode="mostrecent",
         ),
     )

@@ -1,13 +1,19 @@
-"""The gateway process: the listeners' single entry point (BentoML service on loopback).
+"""The gateway process: the listeners' single entry point, an ASGI app served by uvicorn.
 
-`bentoml serve deployments.gateway.service:Gateway` with the settings in the environment
-(deployments/serve.py starts it that way, next to the blue, green and shadow recommenders).
-Routes:
-- POST /recommend, POST /feedback: the serving contract's bodies, proxied to a slot
-  (deployments/gateway/proxy.py says who answers);
+`python -m uvicorn deployments.gateway.service:app` with the settings in the environment
+(deployments/serve.py starts it that way, next to the blue, green and shadow recommenders,
+which are BentoML services). Routes:
+- POST /recommend, POST /feedback, POST /feedback/batch: the serving contract's bodies,
+  proxied to a slot (deployments/gateway/proxy.py says who answers);
 - /admin/release/...: the release API for people (deployments/gateway/admin.py);
-- GET /healthz (BentoML: process alive), GET /readyz (state read and blue ready),
+- GET /healthz and /livez (process alive), GET /readyz (state read and blue ready),
   GET /metrics (Prometheus, deployments/gateway/metrics.py).
+
+Why not a BentoML service like the recommender: the gateway holds no model, and BentoML's
+per-request middlewares (HTTP metrics, timeout task, request context, tracing check) cost
+about a fifth of its CPU per request and pushed its share of the listener p99 past the 10 %
+budget (docs/gateway.md, Performance). The three listener routes are dispatched straight from
+the ASGI scope; the rest go through a small Starlette app.
 """
 
 from __future__ import annotations
@@ -16,16 +22,17 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
 
-import bentoml
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from crossfade.config import Settings, load_settings
-from deployments.bodies import Reply
+from deployments.bodies import Reply, error_reply
 from deployments.gateway.admin import AdminAPI
 from deployments.gateway.metrics import gateway_metrics
 from deployments.gateway.proxy import Gateway as GatewayCore
@@ -37,6 +44,14 @@ from deployments.rollout.store import RolloutStore
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+STARTING = "the gateway is starting; retry when /readyz answers 200"
 
 
 def slot_urls(settings: Settings) -> dict[str, str]:
@@ -52,82 +67,19 @@ def slot_urls(settings: Settings) -> dict[str, str]:
     return {slot: f"http://{gw.host}:{port}" for slot, port in ports.items()}
 
 
-def _send(reply: Reply) -> Response:
-    return Response(reply.body, reply.status, reply.headers, media_type="application/json")
+class GatewayProcess:
+    """What one gateway process holds: settings, rollout store, recorder, admin API, core."""
 
-
-_instance: list[Gateway] = []  # the process's service object, for the route functions
-
-
-def _service() -> Gateway:
-    if not _instance:
-        raise RuntimeError("the gateway is starting; retry when /readyz answers 200")
-    return _instance[0]
-
-
-async def recommend(request: Request) -> Response:
-    """Recommendations for one listener from the slot the rollout assigns them."""
-    return _send(await _service()._core().recommend(await request.body()))
-
-
-async def feedback(request: Request) -> Response:
-    """A play, skip or save, forwarded to the slot that served the listener."""
-    return _send(await _service()._core().feedback(await request.body()))
-
-
-async def feedback_batch(request: Request) -> Response:
-    """A listening session's plays, skips and saves in one call."""
-    return _send(await _service()._core().feedback_batch(await request.body()))
-
-
-async def release(request: Request) -> Response:
-    """The release API (status, history, start, promote, pause, resume, rollback)."""
-    reply = await _service().admin.handle(
-        request.path_params["action"],
-        method=request.method,
-        authorization=request.headers.get("authorization"),
-        raw=await request.body(),
-        query=dict(request.query_params),
-    )
-    return _send(reply)
-
-
-# Plain Starlette routes (no FastAPI): the handlers take no injected `self`, which BentoML
-# resolves through a dependency run in a worker thread, two thread hops per request.
-app = Starlette(
-    routes=[
-        Route("/recommend", recommend, methods=["POST"]),
-        Route("/feedback", feedback, methods=["POST"]),
-        Route("/feedback/batch", feedback_batch, methods=["POST"]),
-        Route("/admin/release/{action}", release, methods=["GET", "POST"]),
-    ]
-)
-
-
-@bentoml.service(
-    name="crossfade-gateway",
-    traffic={"timeout": 30},
-    workers=1,  # one event loop: routing state, mirror cap and metrics stay per process
-    # Per-request costs the gateway does not need on its hot path: an access-log line (its own
-    # observations and metrics record every request) and OpenTelemetry spans (no exporter).
-    logging={"access": {"enabled": False}},
-    tracing={"excluded_urls": ["/recommend", "/feedback", "/feedback/batch"]},
-)
-@bentoml.asgi_app(app, path="/")
-class Gateway:
-    """Routes listeners to blue / green, mirrors to shadow, records observations, admin API."""
-
-    def __init__(self) -> None:
-        self.settings = load_settings()
-        self.store = RolloutStore.from_settings(self.settings)
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = RolloutStore.from_settings(settings)
         self.recorder = ObservationRecorder(self.store)
-        self.admin = AdminAPI(self.settings)
+        self.admin = AdminAPI(settings)
         self.core: GatewayCore | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        _instance[:] = [self]
 
-    @bentoml.on_startup
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Build the routing core, read the rollout state once, start the state refresh."""
         gw = self.settings.gateway
         state = StateCache(
             self.store.read_state,
@@ -155,11 +107,11 @@ class Gateway:
         state.listeners.append(self.reconciler.on_state)
         state.confirmed = self.reconciler.confirmed
         await state.refresh()
-        settle_heap()  # full collections then skip the ~115k objects of the imported stack
+        settle_heap()  # full collections then skip the objects of the imported stack
         self._tasks.append(asyncio.get_running_loop().create_task(state.run()))
 
-    @bentoml.on_shutdown
-    async def _stop(self) -> None:
+    async def stop(self) -> None:
+        """Stop the refresh, drain mirrors, close pools, write the observations left."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -169,10 +121,134 @@ class Gateway:
             await self.core.close()
         await asyncio.to_thread(self.recorder.close)
 
-    async def __is_ready__(self) -> bool:
+    async def ready(self) -> bool:
+        """Ready once started, the state read and blue ready."""
         return self.core is not None and await self.core.ready()
 
-    def _core(self) -> GatewayCore:
-        if self.core is None:  # requests before start-up finished
-            raise RuntimeError("the gateway is starting; retry when /readyz answers 200")
-        return self.core
+
+_process: list[GatewayProcess] = []  # the one per server process, set by the lifespan
+
+
+def _current() -> GatewayProcess | None:
+    return _process[0] if _process else None
+
+
+# -- the listener routes: straight from the ASGI scope ---------------------------------------
+LISTENER_ROUTES = {  # path -> the routing core's method that answers it
+    "/recommend": "recommend",
+    "/feedback": "feedback",
+    "/feedback/batch": "feedback_batch",
+}
+
+
+async def _body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _send_reply(send: Send, reply: Reply) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(reply.body)).encode()),
+    ]
+    if reply.headers:
+        headers.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers.items())
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def _listener_route(scope: Scope, receive: Receive, send: Send) -> bool:
+    """Answer a POST to a listener route; False when the scope is anything else."""
+    method = LISTENER_ROUTES.get(scope["path"])
+    if method is None:
+        return False
+    if scope["method"] != "POST":
+        reply = Reply(405, error_reply(405, "method not allowed; use POST").body, {"allow": "POST"})
+    else:
+        current = _current()
+        raw = await _body(receive)
+        if current is None or current.core is None:
+            reply = Reply(503, error_reply(503, STARTING).body, {"retry-after": "1"})
+        else:
+            reply = await getattr(current.core, method)(raw)
+    await _send_reply(send, reply)
+    return True
+
+
+# -- everything else: a small Starlette app --------------------------------------------------
+def _send(reply: Reply) -> Response:
+    return Response(reply.body, reply.status, reply.headers, media_type="application/json")
+
+
+async def release(request: Request) -> Response:
+    """The release API (status, history, start, promote, pause, resume, rollback)."""
+    current = _current()
+    if current is None:
+        return PlainTextResponse(STARTING, 503, {"retry-after": "1"})
+    reply = await current.admin.handle(
+        request.path_params["action"],
+        method=request.method,
+        authorization=request.headers.get("authorization"),
+        raw=await request.body(),
+        query=dict(request.query_params),
+    )
+    return _send(reply)
+
+
+async def healthz(request: Request) -> Response:
+    """The process is alive (it answers)."""
+    return PlainTextResponse("ok")
+
+
+async def readyz(request: Request) -> Response:
+    """200 once the rollout state was read and blue answers its own /readyz."""
+    current = _current()
+    if current is not None and await current.ready():
+        return PlainTextResponse("ready")
+    return PlainTextResponse("not ready", 503)
+
+
+async def metrics(request: Request) -> Response:
+    """The gateway's Prometheus metrics (text exposition format)."""
+    return Response(generate_latest(gateway_metrics().registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(_: Starlette) -> AsyncIterator[None]:
+    """Start the gateway with the server, stop it (draining mirrors, flushing) at shutdown."""
+    if not logging.getLogger().handlers:  # uvicorn configures only its own loggers
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    process = GatewayProcess(load_settings())
+    _process[:] = [process]
+    await process.start()
+    try:
+        yield
+    finally:
+        await process.stop()
+        _process.clear()
+
+
+admin_app = Starlette(
+    routes=[
+        Route("/admin/release/{action}", release, methods=["GET", "POST"]),
+        Route("/healthz", healthz),
+        Route("/livez", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics),
+    ],
+    lifespan=lifespan,
+)
+
+
+async def app(scope: Scope, receive: Receive, send: Send) -> None:
+    """The gateway's ASGI application: listener routes first, then the Starlette routes."""
+    if scope["type"] == "http" and await _listener_route(scope, receive, send):
+        return
+    await admin_app(scope, receive, send)
