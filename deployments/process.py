@@ -35,7 +35,7 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 Server = Literal["bentoml", "uvicorn"]
-KEEPALIVE_SECONDS = 5  # uvicorn's idle keep-alive; the gateway's clients close theirs sooner
+KEEPALIVE_SECONDS = 5  # idle keep-alive of a uvicorn-served app: uvicorn's default, as in BentoML
 
 
 class ServiceStartError(RuntimeError):
