@@ -14,9 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
+from deployments.gateway.client import SlotClient
 from deployments.gateway.pairing import PairOutcome, compare
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class ShadowMirror:
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        session: SlotClient,
         sink: PairSink,
         *,
         max_inflight: int,
@@ -84,11 +84,10 @@ class ShadowMirror:
         started = time.perf_counter()
         outcome: PairOutcome | None = None
         try:
-            async with self.session.post("/recommend", data=body) as response:
-                content = await response.read()
+            status, content = await self.session.post("/recommend", body)
             latency_ms = (time.perf_counter() - started) * 1000
-            if response.status >= 400:
-                raise RuntimeError(f"shadow answered HTTP {response.status}")
+            if status >= 400:
+                raise RuntimeError(f"shadow answered HTTP {status}")
             shadow_items, shadow_scores = ranked(orjson.loads(content))
             live_items, live_scores = ranked(live)
             outcome = compare(live_items, live_scores, shadow_items, shadow_scores, k)

@@ -22,14 +22,15 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Sequence
 from typing import Any, Protocol
 
-import aiohttp
 import httpx
 import orjson
 
 from crossfade.serving.api import FeedbackBatch, FeedbackRequest, RecommendRequest
 from deployments.bodies import Reply, parse_request
+from deployments.gateway.client import SlotClient
 from deployments.gateway.metrics import GatewayMetrics
 from deployments.gateway.mirror import PairSink, ShadowMirror, ranked
 from deployments.gateway.routing import mirror_to_shadow, route
@@ -93,13 +94,14 @@ class Gateway:
             )
             for slot in SLOTS
         }
-        # ... and aiohttp on the request path: measured at a third of httpx's CPU per call
-        # here (httpcore scans its whole pool on every request); docs/gateway.md, Performance.
+        # ... and a small keep-alive client on the request path (deployments/gateway/client.py:
+        # about a third of aiohttp's CPU per call, which was a third of httpx's).
         self.sessions = {
-            slot: slot_session(
+            slot: SlotClient(
                 slot_urls[slot],
-                max_connections,
-                shadow_timeout_s if slot == "shadow" else slot_timeout_s,
+                max_connections=max_connections,
+                timeout_s=shadow_timeout_s if slot == "shadow" else slot_timeout_s,
+                keepalive_seconds=KEEPALIVE_SECONDS,
             )
             for slot in SLOTS
         }
@@ -158,8 +160,8 @@ class Gateway:
         """POST to a slot; a 2xx/4xx is an answer, anything else raises SlotFailure."""
         started = time.perf_counter()
         try:
-            status, content = await post(self.sessions[slot], "/recommend", raw, timeout)
-        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            status, content = await self.sessions[slot].post("/recommend", raw, timeout)
+        except OSError as exc:  # ConnectionError, TimeoutError
             self._record_failure(slot, started, type(exc).__name__)
             raise SlotFailure(slot) from exc
         if status >= 500:
@@ -274,14 +276,14 @@ class Gateway:
         return route(event.listener_id, self.state.current().green_bp)
 
     async def _forward_feedback(
-        self, slot: str, path: str, forward: bytes, events: list[str]
+        self, slot: str, path: str, forward: bytes, events: Sequence[str]
     ) -> Reply | None:
         """POST to the serving slot, then to blue's log; record accepted events by slot.
         None when neither slot answered below 500."""
         for target in dict.fromkeys([slot, "blue"]):
             try:
-                status, content = await post(self.sessions[target], path, forward)
-            except (aiohttp.ClientError, OSError):
+                status, content = await self.sessions[target].post(path, forward)
+            except OSError:
                 continue
             if status >= 500:
                 continue
@@ -311,34 +313,7 @@ class Gateway:
         await asyncio.gather(*(session.close() for session in self.sessions.values()))
 
 
-JSON_HEADERS = {"content-type": "application/json"}
 KEEPALIVE_SECONDS = 3.0  # below uvicorn's 5 s, so the gateway never reuses a closing connection
-
-
-def slot_session(base_url: str, max_connections: int, timeout_s: float) -> aiohttp.ClientSession:
-    """A pooled keep-alive HTTP session to one slot (call inside the running event loop)."""
-    connector = aiohttp.TCPConnector(
-        limit=max_connections, keepalive_timeout=KEEPALIVE_SECONDS, use_dns_cache=True
-    )
-    return aiohttp.ClientSession(
-        base_url=base_url,
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
-        headers=JSON_HEADERS,
-        skip_auto_headers=("User-Agent",),
-        auto_decompress=False,
-    )
-
-
-async def post(
-    session: aiohttp.ClientSession, path: str, body: bytes, timeout: float | None = None
-) -> tuple[int, bytes]:
-    """POST JSON bytes as they are; the status and the body bytes (whole call within timeout)."""
-    kwargs: dict[str, Any] = {}
-    if timeout is not None:
-        kwargs["timeout"] = aiohttp.ClientTimeout(total=timeout)
-    async with session.post(path, data=body, **kwargs) as response:
-        return response.status, await response.read()
 
 
 def _no_slot_took_feedback() -> Reply:
