@@ -7,7 +7,7 @@ handle with the base URL; a process that exits or is not ready in time raises
 recommenders, the gateway, the integration tests and the drills. With `server="uvicorn"` the
 target is an ASGI app ("module:app") run by uvicorn in one process (the gateway).
 
-Each service gets a private `BENTOML_HOME` unless `env` names one: `bentoml serve` empties
+Each BentoML service gets a private `BENTOML_HOME` unless `env` names one: `bentoml serve` empties
 `$BENTOML_HOME/prometheus_multiproc_dir` at start-up, so a shared home would wipe the metrics
 of every BentoML process already running. Stopping walks the process tree (psutil): BentoML's
 workers run in sessions of their own, beyond the reach of a signal to the process group.
