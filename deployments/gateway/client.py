@@ -162,16 +162,16 @@ class SlotClient:
         return answer
 
     def _take_idle(self) -> _Connection | None:
+        """The most recently used idle connection still open and younger than the keep-alive
+        (the deque is in return order, so expired ones are all at its left end)."""
         now = time.monotonic()
-        while self._idle and (  # the oldest idle ones first: expired or closed by the server
-            self._idle[0].closed or now - self._idle[0].idle_since >= self.keepalive_seconds
-        ):
+        while self._idle and now - self._idle[0].idle_since >= self.keepalive_seconds:
             self._discard(self._idle.popleft())
         while self._idle:
-            connection = self._idle.pop()  # the most recently used: least likely to be stale
-            if not connection.closed and now - connection.idle_since < self.keepalive_seconds:
+            connection = self._idle.pop()
+            if not connection.closed:
                 return connection
-            self._discard(connection)
+            self._discard(connection)  # closed by the server while idle
         return None
 
     async def _connect(self) -> _Connection:

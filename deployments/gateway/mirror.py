@@ -47,13 +47,13 @@ class ShadowMirror:
 
     def __init__(
         self,
-        session: SlotClient,
+        client: SlotClient,
         sink: PairSink,
         *,
         max_inflight: int,
         metrics: Any | None = None,
     ) -> None:
-        self.session = session
+        self.client = client
         self.sink = sink
         self.max_inflight = max_inflight
         self.metrics = metrics
@@ -84,7 +84,7 @@ class ShadowMirror:
         started = time.perf_counter()
         outcome: PairOutcome | None = None
         try:
-            status, content = await self.session.post("/recommend", body)
+            status, content = await self.client.post("/recommend", body)
             latency_ms = (time.perf_counter() - started) * 1000
             if status >= 400:
                 raise RuntimeError(f"shadow answered HTTP {status}")

@@ -96,7 +96,7 @@ class Gateway:
         }
         # ... and a small keep-alive client on the request path (deployments/gateway/client.py:
         # about a third of aiohttp's CPU per call, which was a third of httpx's).
-        self.sessions = {
+        self.slot_clients = {
             slot: SlotClient(
                 slot_urls[slot],
                 max_connections=max_connections,
@@ -111,7 +111,7 @@ class Gateway:
         self.sink = sink
         self.metrics = metrics
         self.mirror = ShadowMirror(
-            self.sessions["shadow"], sink, max_inflight=shadow_max_inflight, metrics=metrics
+            self.slot_clients["shadow"], sink, max_inflight=shadow_max_inflight, metrics=metrics
         )
         self.green_fallbacks = 0
         self.served: dict[str, dict[str, str]] = {}  # slot -> versions of its latest answer
@@ -160,7 +160,7 @@ class Gateway:
         """POST to a slot; a 2xx/4xx is an answer, anything else raises SlotFailure."""
         started = time.perf_counter()
         try:
-            status, content = await self.sessions[slot].post("/recommend", raw, timeout)
+            status, content = await self.slot_clients[slot].post("/recommend", raw, timeout)
         except OSError as exc:  # ConnectionError, TimeoutError
             self._record_failure(slot, started, type(exc).__name__)
             raise SlotFailure(slot) from exc
@@ -282,7 +282,7 @@ class Gateway:
         None when neither slot answered below 500."""
         for target in dict.fromkeys([slot, "blue"]):
             try:
-                status, content = await self.sessions[target].post(path, forward)
+                status, content = await self.slot_clients[target].post(path, forward)
             except OSError:
                 continue
             if status >= 500:
@@ -310,7 +310,7 @@ class Gateway:
         """Let mirrored calls finish (bounded), then close the connection pools."""
         await self.mirror.drain(drain_seconds)
         await asyncio.gather(*(client.aclose() for client in self.clients.values()))
-        await asyncio.gather(*(session.close() for session in self.sessions.values()))
+        await asyncio.gather(*(client.close() for client in self.slot_clients.values()))
 
 
 KEEPALIVE_SECONDS = 3.0  # below uvicorn's 5 s, so the gateway never reuses a closing connection
