@@ -311,6 +311,12 @@ class LifecycleSettings(StrictModel):
     traffic_think_seconds: float = Field(0.25, ge=0, description="pause between requests")
     keep_serving: bool = Field(True, description="leave the gateway running after the run")
     experiment: str = Field("discover_ranker", description="configs/experiments/<name>.yaml")
+    release_candidates_alone: bool = Field(
+        True,
+        description="when the retrained ranker is refused by its gate but the retrained "
+        "candidate model passed its own, release the new candidate model with the champion "
+        "ranker (under the same guardrails) instead of stopping the run",
+    )
 
 
 class ServicesSettings(StrictModel):

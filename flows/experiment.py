@@ -29,10 +29,13 @@ DEFAULT_EXPERIMENT = "discover_ranker"
 
 
 @task(cache_policy=NO_CACHE)
-def load_policy(profile: str | None, ranker_ref: str, world: World) -> PipelinePolicy:
-    """A registered ranker version (with its candidate model) as the full serving stack."""
+def load_policy(
+    profile: str | None, ranker_ref: str, world: World, candidates_ref: str | None = None
+) -> PipelinePolicy:
+    """A registered ranker version with a candidate model (default: the one in the ranker's
+    lineage) as the full serving stack."""
     settings = load_settings(profile)
-    candidates = candidates_version_of(settings, ranker_ref)
+    candidates = candidates_ref or candidates_version_of(settings, ranker_ref)
     pipeline = build_pipeline(
         settings,
         candidates,
@@ -40,7 +43,8 @@ def load_policy(profile: str | None, ranker_ref: str, world: World) -> PipelineP
         open_online_features(settings),
         listener_history(settings),
     )
-    return PipelinePolicy(pipeline, world, name=f"ranker {ranker_ref.lstrip('@')}")
+    name = f"ranker {ranker_ref.lstrip('@')}, candidates {candidates.lstrip('@')}"
+    return PipelinePolicy(pipeline, world, name=name)
 
 
 @flow(name="experiment")
@@ -50,16 +54,19 @@ def experiment_flow(
     treatment_ref: str = "@challenger",
     experiment: str = DEFAULT_EXPERIMENT,
     days: int = 7,
+    control_candidates: str | None = None,
+    treatment_candidates: str | None = None,
 ) -> dict[str, Any]:
-    """Run the simulated A/B test of `treatment_ref` against `control_ref` and decide."""
+    """Run the simulated A/B test of `treatment_ref` against `control_ref` and decide; each
+    ranker runs with its lineage's candidate model unless one is given."""
     settings = load_settings(profile)
     definition = load_definition(
         experiments_config_dir(settings.config_path) / f"{experiment}.yaml"
     )
     world = load_world(settings)
     policies: dict[str, Policy] = {
-        definition.control: load_policy(profile, control_ref, world),
-        definition.treatments[0]: load_policy(profile, treatment_ref, world),
+        definition.control: load_policy(profile, control_ref, world, control_candidates),
+        definition.treatments[0]: load_policy(profile, treatment_ref, world, treatment_candidates),
     }
     analysis, report = run_simulated(
         settings,

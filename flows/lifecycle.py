@@ -34,6 +34,8 @@ from flows.ingest import BatchRejected, ingest_flow, simulation_fingerprint
 from flows.release import release_flow
 from flows.train import train_candidates_flow
 from flows.train_ranker import train_ranker_flow
+from model_registry.ranker import MODEL_NAME as RANKER_MODEL
+from model_registry.registry import CHAMPION, client, version_by_alias
 
 log = get_logger("flows.lifecycle")
 
@@ -46,6 +48,18 @@ class StopRun(Exception):
         self.stage = stage
 
 
+@dataclass(frozen=True)
+class ReleasePlan:
+    """What the release stage puts in front of listeners: a ranker version with its alias
+    (`champion` for the first version, else `challenger`) and the candidate model to serve
+    it with (None: the one named in the ranker's lineage)."""
+
+    candidates: str | None
+    ranker: str
+    alias: str
+    why: str
+
+
 @dataclass
 class LifecycleRun:
     """State shared by the stages of one run: settings, outcomes and the report so far."""
@@ -54,6 +68,7 @@ class LifecycleRun:
     profile: str | None
     stages: list[StageReport] = field(default_factory=list)
     outcomes: dict[str, Any] = field(default_factory=dict)
+    release_plan: ReleasePlan | None = None
     started: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
@@ -176,8 +191,31 @@ def candidates_stage(run: LifecycleRun) -> StageReport:
     )
 
 
+def candidates_alone(run: LifecycleRun) -> ReleasePlan | None:
+    """When the retrained ranker is refused but this run's candidate model passed its gate,
+    the new candidate model can still go out with the champion ranker: the ranker gate has
+    just scored the champion on candidates retrieved by a freshly trained candidate model,
+    and the rollout's guardrails judge the pair on live traffic. None when there is no
+    champion ranker yet, the candidate gate refused, or `lifecycle.release_candidates_alone`
+    is off."""
+    candidates = run.outcomes.get("candidates") or {}
+    if not (run.settings.lifecycle.release_candidates_alone and candidates.get("gate_passed")):
+        return None
+    champion = version_by_alias(client(run.settings.tracking_uri), RANKER_MODEL, CHAMPION)
+    if champion is None:
+        return None
+    return ReleasePlan(
+        str(candidates["version"]),
+        str(champion.version),
+        "challenger",
+        f"crossfade-candidates v{candidates['version']} (passed its gate) with the champion "
+        f"ranker v{champion.version}",
+    )
+
+
 def ranker_stage(run: LifecycleRun) -> StageReport:
-    """Train, evaluate, gate and register the ranker; a refused version stops the run."""
+    """Train, evaluate, gate and register the ranker and plan the release: the new ranker if
+    it passed, else the new candidate model alone (`candidates_alone`), else stop the run."""
     outcome = train_ranker_flow(profile=run.profile)
     run.outcomes["ranker"] = outcome
     links = {"evaluation report": outcome["report"]} if outcome.get("report") else {}
@@ -192,17 +230,31 @@ def ranker_stage(run: LifecycleRun) -> StageReport:
         facts,
         links,
     )
-    if not outcome["passed"]:
+    if outcome["passed"]:
+        run.release_plan = ReleasePlan(
+            None, str(outcome["version"]), str(outcome["alias"]), "the new ranker passed its gate"
+        )
+        return stage
+    plan = candidates_alone(run)
+    if plan is None:
         raise StopRun(stage)
+    run.release_plan = plan
+    stage.summary += f". Released instead: {plan.why}"
     return stage
 
 
 def release_stage(run: LifecycleRun) -> StageReport:
     """First version: make it live. Later versions: shadow, canary, blue/green under
     guardrails; a rollback or a pause ends the run with the champion untouched."""
-    ranker = run.outcomes["ranker"]
+    plan = run.release_plan
+    if plan is None:
+        raise RuntimeError("the release stage runs only after a ranker stage that planned it")
     outcome = release_flow(
-        ranker_version=str(ranker["version"]), alias=str(ranker["alias"]), profile=run.profile
+        ranker_version=plan.ranker,
+        alias=plan.alias,
+        profile=run.profile,
+        candidates_version=plan.candidates,
+        reason=f"lifecycle: {plan.why}",
     )
     run.outcomes["release"] = outcome
     traffic = outcome.get("traffic") or {}
@@ -249,15 +301,21 @@ def experiment_stage(run: LifecycleRun) -> StageReport:
         control_ref=baseline["ranker"],
         treatment_ref=candidate["ranker"],
         experiment=run.settings.lifecycle.experiment,
+        control_candidates=baseline["candidates"],
+        treatment_candidates=candidate["candidates"],
     )
     run.outcomes["experiment"] = outcome
     return StageReport(
         "experiment",
         str(outcome["decision"]).lower(),
-        f"ranker v{candidate['ranker']} against v{baseline['ranker']}: {outcome['decision']}",
+        f"{_pair(candidate)} against {_pair(baseline)}: {outcome['decision']}",
         {"reasons": outcome["reasons"][:8]},
         {"experiment report": outcome["report"]},
     )
+
+
+def _pair(models: dict[str, str]) -> str:
+    return f"ranker v{models['ranker']} with candidates v{models['candidates']}"
 
 
 STAGES: tuple[Callable[[LifecycleRun], StageReport], ...] = (

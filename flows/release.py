@@ -197,16 +197,21 @@ def _wait_for_outcome(store: RolloutStore, deadline: float, watch: _Watch) -> An
 
 
 def release_challenger(
-    settings: Settings, profile: str | None, url: str, ranker_version: str, budget_seconds: float
+    settings: Settings,
+    profile: str | None,
+    url: str,
+    ranker_version: str,
+    budget_seconds: float,
+    candidates_version: str | None = None,
+    reason: str = "lifecycle: new version passed the gate",
 ) -> ReleaseOutcome:
-    """Roll out `ranker_version` (with its candidate model) under steady simulated traffic and
-    wait until the controller promotes it, rolls it back or pauses."""
+    """Roll out `ranker_version` with `candidates_version` (default: the candidate model of
+    the ranker's lineage) under steady simulated traffic and wait until the controller
+    promotes it, rolls it back or pauses."""
     started = time.monotonic()
-    candidates_version = candidates_version_of(settings, ranker_version)
+    candidates_version = candidates_version or candidates_version_of(settings, ranker_version)
     controller = Controller(settings)
-    state = controller.start(
-        ACTOR, candidates_version, ranker_version, "lifecycle: new version passed the gate"
-    )
+    state = controller.start(ACTOR, candidates_version, ranker_version, reason)
     traffic_file = settings.data_root / "serve" / f"traffic-{state.rollout_id}.json"
     traffic = _traffic(settings, profile, url, traffic_file)
     watch = _Watch()
@@ -247,12 +252,18 @@ def release_challenger(
 
 @flow(name="release")
 def release_flow(
-    ranker_version: str, alias: str, profile: str | None = None, budget_seconds: float = 420
+    ranker_version: str,
+    alias: str,
+    profile: str | None = None,
+    budget_seconds: float = 420,
+    candidates_version: str | None = None,
+    reason: str = "lifecycle: new version passed the gate",
 ) -> dict[str, Any]:
-    """Make the first champion live, or take a challenger through the rollout."""
+    """Make the first champion live, or take a challenger through the rollout; the candidate
+    model is `candidates_version` or, by default, the one in the ranker's lineage."""
     settings = load_settings(profile)
     if alias == "champion":
-        candidates_version = candidates_version_of(settings, ranker_version)
+        candidates_version = candidates_version or candidates_version_of(settings, ranker_version)
         c = client(settings.tracking_uri)
         if version_by_alias(c, settings.candidates.model_name, "champion") is None:
             promote(c, settings.candidates.model_name, candidates_version, "champion")
@@ -266,7 +277,9 @@ def release_flow(
         )
     else:
         url = ensure_stack(settings, profile)
-        outcome = release_challenger(settings, profile, url, ranker_version, budget_seconds)
+        outcome = release_challenger(
+            settings, profile, url, ranker_version, budget_seconds, candidates_version, reason
+        )
     create_markdown_artifact(
         f"# Release: {outcome.status}\n\n{outcome.summary}\n\ngateway: {outcome.gateway}\n",
         key="release",

@@ -111,6 +111,13 @@ class ModelRegistry:
         self.client.set_model_version_tag(self.names[key], version, tag, value)
 
 
+def changed_models(state: RolloutState) -> list[str]:
+    """The models a rollout changes: a release may renew only the candidate model and keep
+    the champion ranker, which must then neither become `challenger` nor carry the rollout's
+    outcome tag."""
+    return [k for k in MODEL_KEYS if state.candidate.get(k) != state.baseline.get(k)]
+
+
 class Notifier:
     """Incident hooks: a JSONL file under the data root and/or a webhook; never raises."""
 
@@ -299,7 +306,7 @@ class Controller:
         new = self.store.compare_and_set(
             state.version, self._moved(fresh, Position(Phase.SHADOW), now, window_start=now)
         )
-        for key in MODEL_KEYS:
+        for key in changed_models(new):
             try:
                 registry.set_alias(key, "challenger", candidate[key])
             except Exception as exc:
@@ -377,7 +384,7 @@ class Controller:
                 actor, action, state, held, f"{reason}; promotion failed: {exc}", "error", metrics
             )
             raise RegistryError(f"promotion failed, rollout paused at BAKE: {exc}") from exc
-        for key in MODEL_KEYS:
+        for key in changed_models(state):
             try:
                 self.registry.tag(key, state.candidate[key], "crossfade.rollout", "promoted")
             except Exception as exc:
@@ -406,7 +413,7 @@ class Controller:
             actions.append(f"aliases restored: {state.aliases_before}")
         except Exception as exc:
             actions.append(f"alias restore FAILED ({type(exc).__name__}: {exc}); restore by hand")
-        for key in MODEL_KEYS:
+        for key in changed_models(state):
             if key in state.candidate:
                 try:
                     self.registry.tag(key, state.candidate[key], "crossfade.rollout", "rolled_back")

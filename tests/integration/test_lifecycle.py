@@ -1,10 +1,10 @@
 """The main job on a small world: the lifecycle twice, real processes, real stores.
 
 Run 1 ingests all but the held-back days, trains, and makes the first version live (the
-serving stack starts). Run 2 ingests the held-back days, retrains and, if the gate lets the
-new version through, releases it under guardrails with simulated listeners; whatever the
-outcome, the run ends cleanly, the report explains it, and the champion and the gateway are
-consistent with it.
+serving stack starts). Run 2 ingests the held-back days, retrains and releases under
+guardrails with simulated listeners whatever passed its gate: the new ranker, or the new
+candidate model alone with the champion ranker; whatever the outcome, the run ends cleanly,
+the report explains it, and the champion and the gateway are consistent with it.
 """
 
 from __future__ import annotations
@@ -83,10 +83,19 @@ def test_the_main_job_twice(world_env: Settings) -> None:
     new_champion = version_by_alias(c, RANKER, "champion")
     assert new_champion is not None
     release = second["stages"].get("release")
-    if release is None:  # the gate refused the new version: the run says so, nothing moved
-        assert stages["ranker"] == "refused" and second["status"].startswith("stopped at ranker")
+    if stages["candidates"] == "refused" and stages["ranker"] == "refused":
+        # nothing passed a gate: the run says so and nothing moved
+        assert release is None and second["status"].startswith("stopped at ranker")
         assert str(new_champion.version) == str(champion.version)
     else:
+        # a second model goes out: the new ranker, or the new candidate model alone with the
+        # champion ranker when the ranker's gate refused
+        assert release is not None, stages
+        if stages["ranker"] == "refused":
+            assert release["candidate"]["ranker"] == str(champion.version)
+            assert release["candidate"]["candidates"] == str(
+                second["stages"]["candidates"]["version"]
+            )
         state = RolloutStore.from_settings(settings).read_state()
         assert release["status"] in ("promoted", "rolled_back", "paused"), release["summary"]
         assert release["traffic"]["requests"] > 0

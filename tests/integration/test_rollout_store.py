@@ -23,6 +23,7 @@ from deployments.rollout.guardrails import GuardrailsConfig, guardrails_path, lo
 from deployments.rollout.machine import IllegalTransition
 from deployments.rollout.observations import ObservationRecorder
 from deployments.rollout.store import ConflictError, RolloutState, RolloutStore, rollout_dir
+from flows.lifecycle import LifecycleRun, candidates_alone
 from model_registry.ranker import MODEL_NAME as RANKER
 from model_registry.registry import version_by_alias
 
@@ -197,6 +198,70 @@ def test_breach_rolls_back_by_itself(
     lines = (rollout_dir(release_settings) / "notifications.jsonl").read_text().splitlines()
     assert json.loads(lines[-1])["event"] == "rollout_rolled_back"
     assert ctl.store.history(1)[0]["action"] == "rollback"
+
+
+def test_candidates_alone_release_leaves_the_champion_ranker_as_it_is(
+    world: tuple[Controller, Clock, ObservationRecorder], release_settings: Settings
+) -> None:
+    """A release of a new candidate model with the champion ranker (the lifecycle's plan when
+    the retrained ranker is refused): only the candidate model's aliases and tags move."""
+    ctl, clock, rec = world
+    state = ctl.start("lifecycle", "2", "champion", "candidates alone")
+    assert state.candidate == {"candidates": "2", "ranker": "1"}
+    assert _aliases(release_settings, RANKER)["challenger"] == "3"  # not the champion
+    assert _aliases(release_settings, release_settings.candidates.model_name)["challenger"] == "2"
+    while state.phase != "PROMOTED":
+        traffic(rec, clock.now, shadow=state.phase == "SHADOW")
+        clock.now += WINDOW + 1
+        state = ctl.tick().state
+    assert state.slots["blue"] == {"candidates": "2", "ranker": "1"}
+    assert _aliases(release_settings, release_settings.candidates.model_name) == {
+        "champion": "2", "challenger": "2", "previous_champion": "1",
+    }  # fmt: skip
+    assert _aliases(release_settings, RANKER) == {
+        "champion": "1", "challenger": "3", "previous_champion": None,
+    }  # fmt: skip
+    c = mlflow.MlflowClient(release_settings.tracking_uri)
+    assert c.get_model_version(RANKER, "1").tags.get("crossfade.rollout") is None
+    candidates = release_settings.candidates.model_name
+    assert c.get_model_version(candidates, "2").tags["crossfade.rollout"] == "promoted"
+
+
+@pytest.mark.parametrize(
+    ("gate_passed", "switch", "champion", "planned"),
+    [
+        (True, True, True, ("2", "1")),
+        (False, True, True, None),  # the candidate gate refused too: nothing to release
+        (True, False, True, None),  # the operator wants the run to stop on a refused ranker
+        (True, True, False, None),  # no champion ranker yet (a first run)
+    ],
+)
+def test_lifecycle_plans_the_candidates_alone_when_the_ranker_is_refused(
+    release_settings: Settings,
+    gate_passed: bool,
+    switch: bool,
+    champion: bool,
+    planned: tuple[str, str] | None,
+) -> None:
+    c = mlflow.MlflowClient(release_settings.tracking_uri)
+    if not champion:
+        c.delete_registered_model_alias(RANKER, "champion")
+    settings = release_settings.model_copy(
+        update={
+            "lifecycle": release_settings.lifecycle.model_copy(
+                update={"release_candidates_alone": switch}
+            )
+        }
+    )
+    run = LifecycleRun(
+        settings, None, outcomes={"candidates": {"version": 2, "gate_passed": gate_passed}}
+    )
+    plan = candidates_alone(run)
+    if planned is None:
+        assert plan is None
+    else:
+        assert plan is not None and (plan.candidates, plan.ranker) == planned
+        assert plan.alias == "challenger" and "champion ranker v1" in plan.why
 
 
 def test_failed_query_fails_closed(world: tuple[Controller, Clock, ObservationRecorder]) -> None:
