@@ -66,6 +66,12 @@ OFFLINE = "offline"
 # ads
 CLICKED = "clicked"
 
+# explicit feedback and listener facts an imported dataset may carry beyond the contracts
+# (read beside a staged batch by offline evaluation, crossfade.data.importers.extras)
+RATING = "rating"
+GENDER = "gender"
+OCCUPATION = "occupation"
+
 # ground truth (never part of the observable logs)
 IS_BOT = "is_bot"
 BOT_RING = "bot_ring"

@@ -40,11 +40,7 @@ class MatrixRecommender:
             raise ValueError("no interactions to fit a baseline on")
         users, user_codes = np.unique(interactions[C.USER_ID].astype(str), return_inverse=True)
         items, item_codes = np.unique(interactions[C.ITEM_ID].astype(str), return_inverse=True)
-        weights = (
-            interactions[WEIGHT].to_numpy(dtype=np.float64)
-            if WEIGHT in interactions
-            else np.ones(len(interactions))
-        )
+        weights = self._values(interactions)
         matrix = sp.csr_matrix((weights, (user_codes, item_codes)), shape=(len(users), len(items)))
         matrix.sum_duplicates()
         self.user_ids, self.item_ids = [str(u) for u in users], [str(i) for i in items]
@@ -55,12 +51,26 @@ class MatrixRecommender:
         self._fit()
         return self
 
+    def _values(self, interactions: pd.DataFrame) -> np.ndarray:
+        """The matrix value of each interaction row: its weight (1 without a weight column);
+        models that learn from other values (ratings) override this."""
+        if WEIGHT in interactions:
+            return interactions[WEIGHT].to_numpy(dtype=np.float64)
+        return np.ones(len(interactions))
+
     def _fit(self) -> None:
         """Model-specific training on `self.matrix` (nothing to do by default)."""
 
     def _scores(self, rows: np.ndarray) -> np.ndarray:
         """Dense [len(rows), n_items] scores for the known users at matrix rows `rows`."""
         return np.broadcast_to(self.popularity, (len(rows), len(self.item_ids))).copy()
+
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        """Dense [len(rows), n_items] float64 scores of the fitted model for the users at
+        matrix rows `rows` (indices into `user_ids`), training items included."""
+        if not self.item_ids:
+            raise RuntimeError("fit the baseline before asking for scores")
+        return np.asarray(self._scores(np.asarray(rows, dtype=np.int64)), dtype=np.float64)
 
     def recommend(
         self, user_ids: Iterable[str], k: int, exclude: Mapping[str, set[str]] | None = None

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from crossfade import columns as C
-from crossfade.candidates.weights import WEIGHT
+from crossfade.evaluation.datasets import load_dataset
 from crossfade.evaluation.quality import run_quality
 from crossfade.evaluation.splits import ratio_split
 
@@ -16,14 +15,9 @@ PROTOCOLS = ("random-per-user", "temporal")
 
 
 def load_interactions(fmt: str, path: Path) -> pd.DataFrame:
-    """Import a dataset through the contracts; every interaction counts as a positive."""
-    from crossfade.data.importers import import_path
-    from crossfade.data.lake import read_batch_table
-
-    with tempfile.TemporaryDirectory(prefix="crossfade-bench-") as tmp:
-        batch = import_path(fmt, path, Path(tmp))
-        events = read_batch_table(batch, "events").to_pandas()
-    return events[[C.USER_ID, C.ITEM_ID, C.TS]].assign(**{WEIGHT: 1.0}).reset_index(drop=True)
+    """Import a dataset through the contracts; every interaction counts as a positive
+    (weight 1.0), its rating (NaN when the source has none) kept as a training value."""
+    return load_dataset(fmt, path, side=False).events
 
 
 def split(
@@ -45,8 +39,10 @@ def split(
 def bench_quality(
     fmt: str, path: Path, protocol: str, ratios: tuple[float, float], seed: int, k: int
 ) -> dict[str, dict[str, float]]:
-    """Metrics per model (most popular, item kNN, ALS, EASE, full stack) on one dataset."""
+    """Metrics per model (most popular, item kNN, ALS, EASE, full stack, and the stack's
+    rating / side-information sources when the dataset has either) on one dataset."""
     if abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) <= 0:
         raise ValueError(f"--ratios must be two positive shares summing to 1, got {ratios}")
-    train, test = split(load_interactions(fmt, path), protocol, ratios[1], seed)
-    return run_quality(train, test, k=k, seed=seed)
+    data = load_dataset(fmt, path)
+    train, test = split(data.events, protocol, ratios[1], seed)
+    return run_quality(train, test, k=k, seed=seed, side=data.side)

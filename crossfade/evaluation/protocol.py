@@ -9,17 +9,18 @@ no dependency on the general metrics module.
 from __future__ import annotations
 
 import importlib.resources
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
 
 from crossfade import columns as C
-from crossfade.candidates.weights import WEIGHT
 from crossfade.evaluation.splits import ratio_split
+
+if TYPE_CHECKING:
+    from crossfade.evaluation.side_info import SideInfo
 
 
 class Recommender(Protocol):
@@ -42,18 +43,23 @@ def ml100k_path() -> Path:
 
 
 def ml100k_events() -> pd.DataFrame:
-    """ML-100K ratings imported through the recbole importer, as (user_id, item_id, ts, weight).
+    """ML-100K ratings imported through the recbole importer, as (user_id, item_id, ts,
+    weight, rating).
 
-    Every rating counts as a positive (weight 1.0): the anchors ignore `skipped`.
+    Every rating counts as a positive (weight 1.0): the anchors ignore `skipped`. The rating
+    (1-5) is kept as a column for models that learn from it; it never decides relevance.
     """
-    from crossfade.data.importers import import_path
-    from crossfade.data.lake import read_batch_table
+    from crossfade.evaluation.datasets import load_dataset
 
-    with tempfile.TemporaryDirectory(prefix="crossfade-ml100k-") as tmp:
-        batch = import_path("recbole", ml100k_path(), Path(tmp))
-        events = read_batch_table(batch, "events").to_pandas()
-    out = events[[C.USER_ID, C.ITEM_ID, C.TS]].reset_index(drop=True)
-    return out.assign(**{WEIGHT: 1.0})
+    return load_dataset("recbole", ml100k_path(), side=False).events
+
+
+def ml100k_side_info() -> SideInfo:
+    """One-hot side information of ML-100K from the wheel's own `.item` (genres, release
+    year) and `.user` (gender, occupation, age) files."""
+    from crossfade.evaluation.datasets import side_info_of
+
+    return side_info_of("recbole", ml100k_path())
 
 
 def ml100k_split(seed: int = 42, test_share: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:

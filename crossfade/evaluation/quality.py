@@ -28,6 +28,13 @@ regularization / alpha, kNN size) were chosen on an inner split of the ML-100K t
 (`python -m benchmarks.baselines --tune`), never on its test set. Items outside the union are
 never recommended (they rank below every union item), which is why the union's recall is
 reported.
+
+When the training interactions carry ratings, or item / user side information is given, the
+stack's ALS weighs each interaction by its rating and its EASE is the collective EASE on
+rating values with that side information (`ratings.py`, `collective.py`): ratings are
+training values only, every test interaction stays a positive. The baselines reported beside
+the stack stay the plain models; with neither ratings nor side information the stack's
+models are exactly those baselines.
 """
 
 from __future__ import annotations
@@ -49,7 +56,10 @@ from crossfade.evaluation.baselines import (
     MatrixRecommender,
     MostPopular,
 )
+from crossfade.evaluation.collective import CollectiveEASE
 from crossfade.evaluation.protocol import full_ranking_eval, items_by_user
+from crossfade.evaluation.ratings import RatingALS, has_ratings
+from crossfade.evaluation.side_info import SideInfo
 from crossfade.evaluation.splits import ratio_split
 from crossfade.ranking.labels import LABEL, LabelPolicy
 from crossfade.ranking.ranker import RankerModel, fit_ranker
@@ -147,8 +157,26 @@ BLEND_STEP = 0.1
 VALIDATION_SEED_OFFSET = 1000  # the transfer check splits the training data with seed + this
 
 
-def base_models(seed: int = 42) -> dict[str, MatrixRecommender]:
-    """The four retrieval sources, with the settings that won on an inner 80/20 split of the
+# The stack's ALS and EASE learn from what a dataset has beyond its positives: ratings as
+# training values and the side files' item / user facts (both degrade to the plain models
+# when absent). Chosen on the ML-100K training data only (full-catalogue NDCG@10 of the
+# item kNN + ALS + EASE z-score blend, weights on the 0.1 simplex, mean of the three inner
+# splits; confirmed on the transfer check's split): plain models 0.2710, rating-confidence
+# ALS (1 + log1p(rating / 3)) with collective EASE on 1 + 0.2 (rating - 3) 0.2763, slope
+# 0.3 0.2781 (check 0.2764 vs 0.2754 at 0.2 and 0.2708 plain); lambda 300-700, pseudo-row
+# weight 1-4, slope 0.1-0.5 all within 0.003. A per-item lambda growing with popularity
+# (lambda (pop / mean pop) ** e, e 0.25-0.75, lambda 100-500) did no better: 0.2758-0.2779
+# inner, 0.2740 / 0.2754 on the check, so the exponent stays 0.
+EASE_RATING_SLOPE = 0.3
+EASE_ITEM_ROW_WEIGHT = 2.0
+EASE_POPULARITY_EXPONENT = 0.0
+# metric names of the stack's own ALS and EASE when they differ from the plain baselines
+ENRICHED: dict[str, str] = {"als": "als_rating", "ease": "ease_collective"}
+
+
+def baseline_models(seed: int = 42) -> dict[str, MatrixRecommender]:
+    """The four baselines the stack must beat, plain (every interaction a binary positive,
+    no side information), with the settings that won on an inner 80/20 split of the
     ML-100K training data (benchmarks.baselines --tune): kNN 200 neighbours, ALS defaults,
     EASE lambda 500."""
     return {
@@ -159,18 +187,32 @@ def base_models(seed: int = 42) -> dict[str, MatrixRecommender]:
     }
 
 
+def base_models(seed: int = 42, side: SideInfo | None = None) -> dict[str, MatrixRecommender]:
+    """The stack's four retrieval sources: the baselines, except that ALS weighs each
+    interaction by its rating and EASE is the collective EASE on rating values with `side`
+    (both exactly the plain models when there are no ratings and no side information)."""
+    return {
+        **baseline_models(seed),
+        "als": RatingALS(seed=seed),
+        "ease": CollectiveEASE(
+            l2=500.0,
+            rating_slope=EASE_RATING_SLOPE,
+            item_row_weight=EASE_ITEM_ROW_WEIGHT,
+            popularity_exponent=EASE_POPULARITY_EXPONENT,
+            side=side,
+        ),
+    }
+
+
+def enriched(train: pd.DataFrame, side: SideInfo | None) -> bool:
+    """Whether the stack's ALS / EASE differ from the plain baselines on this data."""
+    return has_ratings(train) or (side is not None and not side.empty)
+
+
 def model_scores(model: MatrixRecommender, rows: np.ndarray) -> np.ndarray:
-    """Dense [len(rows), n_items] scores of a fitted baseline, from its public attributes
-    (the baselines only expose top-k lists; the ranker needs every candidate's score)."""
-    if isinstance(model, EASE):
-        return np.asarray(model.matrix[rows] @ model.weights, dtype=np.float64)
-    if isinstance(model, ALSBaseline):
-        users = model.user_factors[rows].astype(np.float64)
-        return np.asarray(users @ model.item_factors.T.astype(np.float64))
-    if isinstance(model, ItemKNN):
-        binary = (model.matrix[rows] > 0).astype(np.float64)
-        return np.asarray((binary @ model.similarity).todense(), dtype=np.float64)
-    return np.broadcast_to(model.popularity, (len(rows), len(model.item_ids))).astype(np.float64)
+    """Dense [len(rows), n_items] scores of a fitted base model (the ranker and the blend
+    need every candidate's score, not only top-k lists)."""
+    return model.scores(rows)
 
 
 @dataclass(frozen=True)
@@ -469,6 +511,7 @@ class FullStack:
     inner_folds: int = 3
     num_boost_round: int = 300
     blend: bool = True
+    side: SideInfo = field(default_factory=SideInfo)
     models: dict[str, MatrixRecommender] = field(default_factory=dict)
     ranker: RankerModel | None = None
     method: str = RANKER
@@ -484,10 +527,15 @@ class FullStack:
 
     @property
     def candidates_per_model(self) -> int:
-        """N of the chosen method: the ranker setting's, or the largest in the grid."""
+        """N of the chosen method: the ranker setting's, or the largest in the grid (100 with
+        an empty grid, as the inner rows use)."""
         if self.method == RANKER:
             return self.setting.candidates_per_model
-        return max(s.candidates_per_model for s in self.grid)
+        return max([s.candidates_per_model for s in self.grid], default=100)
+
+    def fit_models(self, interactions: pd.DataFrame) -> dict[str, MatrixRecommender]:
+        """The stack's base models (with its side information) fitted on `interactions`."""
+        return {name: m.fit(interactions) for name, m in base_models(self.seed, self.side).items()}
 
     def fit(self, interactions: pd.DataFrame) -> Self:
         """Choose the method on the transfer check, train it on inner splits of
@@ -509,7 +557,7 @@ class FullStack:
         if self.method == RANKER:
             rows = _restrict(frame, self.setting.candidates_per_model)
             self.ranker = _train_ranker(rows, self.setting, policy, self.trees, self.seed)
-        self.models = {name: m.fit(interactions) for name, m in base_models(self.seed).items()}
+        self.models = self.fit_models(interactions)
         # item-item statistics of the refitted models, once for every later candidates() call
         self._history = history(next(iter(self.models.values())).matrix)
         return self
@@ -520,7 +568,7 @@ class FullStack:
         that 80%, as the final stack is used; record `tuning` and keep the best method."""
         split = ratio_split(interactions, self.inner_share, self.seed + VALIDATION_SEED_OFFSET)
         frame, held = self.inner_rows(split.train)
-        models = {name: m.fit(split.train) for name, m in base_models(self.seed).items()}
+        models = self.fit_models(split.train)
         seen = items_by_user(split.train)
         valid_held = _new_items(split.test, seen)
         n_max = max([s.candidates_per_model for s in self.grid], default=100)
@@ -568,7 +616,7 @@ class FullStack:
             # each fold is another seeded per-user split of the training data: more labelled
             # requests, all from training interactions
             inner = ratio_split(interactions, self.inner_share, self.seed + fold)
-            inner_models = {name: m.fit(inner.train) for name, m in base_models(self.seed).items()}
+            inner_models = self.fit_models(inner.train)
             seen = items_by_user(inner.train)
             held = _new_items(inner.test, seen)
             part = _label(build_candidates(inner_models, sorted(held), seen, n_max), held)
@@ -643,14 +691,21 @@ def run_quality_details(
     seed: int = 42,
     grid: Sequence[RankerSetting] = DEFAULT_GRID,
     blend: bool = True,
+    side: SideInfo | None = None,
 ) -> QualityResult:
-    """Fit the four baselines and the full stack on `train` only, and score all five with
-    full ranking on `test` (training items excluded); `blend` False leaves the ranker grid
-    as the stack's only choice."""
+    """Fit the four plain baselines and the full stack on `train` only (the stack also on
+    `train`'s ratings and the side information `side`), and score them with full ranking on
+    `test` (training items excluded; every test interaction a positive, whatever its rating);
+    `blend` False leaves the ranker grid as the stack's only choice. When the stack's ALS
+    and EASE differ from the baselines, their refitted selves are scored too (ENRICHED)."""
+    side = side if side is not None else SideInfo()
     metrics: dict[str, dict[str, float]] = {}
-    for name, model in base_models(seed).items():
+    for name, model in baseline_models(seed).items():
         metrics[name] = full_ranking_eval(model.fit(train), train, test, k)
-    stack = FullStack(k=k, seed=seed, grid=grid, blend=blend).fit(train)
+    stack = FullStack(k=k, seed=seed, grid=grid, blend=blend, side=side).fit(train)
+    if enriched(train, side):
+        for name, label in ENRICHED.items():
+            metrics[label] = full_ranking_eval(stack.models[name], train, test, k)
     metrics["full_stack"] = full_ranking_eval(stack, train, test, k)
     n = stack.candidates_per_model
     metrics["full_stack"][f"union_recall@{n}x{len(MODELS)}"] = union_recall(stack, train, test)
@@ -658,7 +713,12 @@ def run_quality_details(
 
 
 def run_quality(
-    train: pd.DataFrame, test: pd.DataFrame, k: int = 10, seed: int = 42
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    k: int = 10,
+    seed: int = 42,
+    side: SideInfo | None = None,
 ) -> dict[str, dict[str, float]]:
-    """precision@k, recall@k, ndcg@k of most_popular, item_knn, als, ease and full_stack."""
-    return run_quality_details(train, test, k, seed).metrics
+    """precision@k, recall@k, ndcg@k of most_popular, item_knn, als, ease and full_stack
+    (plus als_rating and ease_collective when `train` has ratings or `side` features)."""
+    return run_quality_details(train, test, k, seed, side=side).metrics

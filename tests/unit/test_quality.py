@@ -13,11 +13,14 @@ import scipy.sparse as sp
 
 from crossfade import columns as C
 from crossfade.candidates.weights import WEIGHT
+from crossfade.evaluation.baselines import EASE, ALSBaseline
+from crossfade.evaluation.collective import CollectiveEASE
 from crossfade.evaluation.protocol import _mean_metrics, items_by_user
 from crossfade.evaluation.quality import (
     BLEND,
     BLEND_MODELS,
     DEFAULT_GRID,
+    ENRICHED,
     FEATURES,
     FOLD,
     GROUP,
@@ -33,13 +36,18 @@ from crossfade.evaluation.quality import (
     _ndcg,
     _top_lists,
     base_models,
+    baseline_models,
     blend_grid,
     blend_scores,
     build_candidates,
+    enriched,
     history,
     history_features,
+    model_scores,
     run_quality_details,
 )
+from crossfade.evaluation.ratings import RatingALS
+from crossfade.evaluation.side_info import SideInfo
 from crossfade.evaluation.splits import ratio_split
 from crossfade.ranking.labels import LABEL
 
@@ -275,3 +283,50 @@ def test_a_blend_stack_orders_the_candidates_by_its_weights(result: QualityResul
     frame = stack_blend.candidates(users, seen).reset_index(drop=True)
     by_ease = _top_lists(frame, frame["ease_z"].to_numpy(), K)
     assert stack_blend.recommend(users, K, seen) == {u: by_ease[u] for u in users}
+
+
+def test_the_stacks_als_and_ease_learn_from_ratings_and_side_info_the_baselines_do_not() -> None:
+    side = SideInfo(items=pd.DataFrame({"tag:x": [1.0]}, index=["i0_0"]))
+    plain = baseline_models(3)
+    stack = base_models(3, side)
+    assert set(plain) == set(stack) == set(MODELS)
+    assert type(plain["als"]) is ALSBaseline and type(plain["ease"]) is EASE
+    assert isinstance(stack["als"], RatingALS)
+    assert isinstance(stack["ease"], CollectiveEASE) and stack["ease"].side is side
+    assert type(stack["item_knn"]) is type(plain["item_knn"])
+    world = block_world()
+    assert not enriched(world, None) and not enriched(world, SideInfo())
+    assert enriched(world, side) and enriched(world.assign(**{C.RATING: 4.0}), None)
+
+
+def test_a_stack_with_ratings_and_side_info_scores_its_own_als_and_ease_too() -> None:
+    """Ratings say the in-block items are liked (5) and the stray item is not (1); side
+    information names each item's and user's block. Every test row stays a positive."""
+    world = block_world(seed=3)
+    in_block = world[C.USER_ID].str[1] == world[C.ITEM_ID].str[1]
+    rated = world.assign(**{C.RATING: np.where(in_block, 5.0, 1.0)})
+    items = sorted(set(world[C.ITEM_ID]))
+    users = sorted(set(world[C.USER_ID]))
+    side = SideInfo(
+        items=pd.DataFrame(
+            {f"tag:{b}": [float(i[1] == str(b)) for i in items] for b in range(3)}
+        ).set_axis(items),
+        users=pd.DataFrame(
+            {f"block:{b}": [float(u[1] == str(b)) for u in users] for b in range(3)}
+        ).set_axis(users),
+    )
+    s = ratio_split(rated, 0.2, seed=1)
+    train, test = s.train.reset_index(drop=True), s.test.reset_index(drop=True)
+    result = run_quality_details(train, test, k=K, seed=7, grid=(), side=side)
+    assert set(result.metrics) == {*MODELS, *ENRICHED.values(), "full_stack"}
+    stack = result.stack
+    assert stack.method == BLEND and stack.side is side
+    assert isinstance(stack.models["ease"], CollectiveEASE)
+    ease = stack.models["ease"]
+    rows = np.arange(len(ease.user_ids))
+    assert np.allclose(model_scores(ease, rows), ease.inputs @ ease.weights)
+    assert sorted(set(ease.matrix.data)) == pytest.approx([1 - 2 * 0.3, 1 + 2 * 0.3])
+    for name in (*ENRICHED.values(), "full_stack"):
+        assert result.metrics[name][f"ndcg@{K}"] > result.metrics["most_popular"][f"ndcg@{K}"]
+    # every test user with new items is scored, whatever the rating of those items
+    assert result.metrics["full_stack"]["users"] == result.metrics["ease"]["users"]

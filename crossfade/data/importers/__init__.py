@@ -11,6 +11,8 @@ batch (users, artists, items, events) ready for validation. Bad input raises
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -28,6 +30,8 @@ __all__ = [
     "Importer",
     "Source",
     "import_path",
+    "open_path",
+    "reading",
 ]
 
 
@@ -62,6 +66,48 @@ _INPUT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+@contextlib.contextmanager
+def reading(fmt: str, path: Path) -> Iterator[None]:
+    """Raise the decoder and parser errors of the block (bad input, not a crossfade bug) as
+    the ImportFormatError users are shown; ImportFormatError itself passes unchanged."""
+    try:
+        yield
+    except ImportFormatError:
+        raise
+    except _INPUT_ERRORS as exc:
+        raise ImportFormatError(
+            f"{path}: could not be imported as {fmt!r} ({type(exc).__name__}: {exc}); check "
+            "that the file matches the format described in docs/importers.md"
+        ) from exc
+
+
+def _checked_importer(fmt: str, path: Path, chunk_rows: int) -> Importer:
+    """The format's importer, after checking the format name, the path and `chunk_rows`."""
+    importer = FORMATS.get(fmt)
+    if importer is None:
+        raise ImportFormatError(
+            f"unknown import format {fmt!r}; known formats: {', '.join(FORMATS)}"
+        )
+    if not path.exists():
+        raise ImportFormatError(f"{path}: not found; check the path to the {fmt} dataset")
+    if chunk_rows < 1:
+        raise ImportFormatError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    return importer
+
+
+def open_path(
+    fmt: str, path: Path, *, chunk_rows: int = 1_000_000, id_prefix: str | None = None
+) -> Source:
+    """Open the dataset at `path` (format `fmt`) as a `Source` without staging it: its side
+    tables and a lazy stream of normalized interaction chunks, exactly what `import_path`
+    stages. Raises ImportFormatError on unreadable side files or headers (errors inside the
+    stream surface while iterating `chunks`, as the importer's own errors or decoder ones)."""
+    path = Path(path)
+    importer = _checked_importer(fmt, path, chunk_rows)
+    with reading(fmt, path):
+        return importer(path, chunk_rows=chunk_rows, id_prefix=id_prefix)
+
+
 def import_path(
     fmt: str,
     path: Path,
@@ -80,25 +126,10 @@ def import_path(
     called with the number of interactions read so far. Raises ImportFormatError (naming
     the file, the problem and the fix) on any unreadable input, leaving no batch behind.
     """
-    importer = FORMATS.get(fmt)
-    if importer is None:
-        raise ImportFormatError(
-            f"unknown import format {fmt!r}; known formats: {', '.join(FORMATS)}"
-        )
     path = Path(path)
-    if not path.exists():
-        raise ImportFormatError(f"{path}: not found; check the path to the {fmt} dataset")
-    if chunk_rows < 1:
-        raise ImportFormatError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    try:
+    importer = _checked_importer(fmt, path, chunk_rows)
+    with reading(fmt, path):
         source = importer(path, chunk_rows=chunk_rows, id_prefix=id_prefix)
         return stage_source(
             fmt, path, source, Path(staging_dir), chunk_rows=chunk_rows, progress=progress
         )
-    except ImportFormatError:
-        raise
-    except _INPUT_ERRORS as exc:
-        raise ImportFormatError(
-            f"{path}: could not be imported as {fmt!r} ({type(exc).__name__}: {exc}); check that "
-            "the file matches the format described in docs/importers.md"
-        ) from exc

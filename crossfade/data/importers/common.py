@@ -56,6 +56,9 @@ STREAM_ITEM_FIELDS = (TITLE, ARTIST_KEY, ARTIST_NAME)
 
 # Columns of the side tables (indexed by the raw source id); every one is optional.
 USER_FIELDS = ("country", "age_bucket", "signup_date")
+# Listener facts with no contract column: kept on the Source for offline evaluation
+# (crossfade.data.importers.extras), never staged.
+EXTRA_USER_FIELDS = ("gender", "occupation")
 ITEM_FIELDS = ("title", "genre", "tags", "release_date", "artist_key", "artist_name")
 
 

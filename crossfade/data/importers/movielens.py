@@ -161,7 +161,12 @@ def _movies_csv(path: Path) -> pd.DataFrame:
     )
 
 
-def _users(path: Path, separator: str, age_field: int, expected: str) -> pd.DataFrame:
+def _users(
+    path: Path, separator: str, fields_at: tuple[int, int, int], expected: str
+) -> pd.DataFrame:
+    """Age bucket, gender and occupation (positions `fields_at`) of every listed user; gender
+    and occupation are for offline evaluation only (no contract column)."""
+    age, gender, occupation = fields_at
     records = []
     text = R.read_text(path, "MovieLens user file", legacy_latin1=True)
     for number, line in enumerate(text.splitlines(), start=1):
@@ -170,8 +175,16 @@ def _users(path: Path, separator: str, age_field: int, expected: str) -> pd.Data
         fields = line.split(separator)
         if len(fields) < 5:
             raise _bad_side_file(path, number, expected)
-        records.append((fields[0].strip(), K.age_bucket(fields[age_field])))
-    return pd.DataFrame.from_records(records, columns=["id", "age_bucket"]).set_index("id")
+        records.append(
+            (
+                fields[0].strip(),
+                K.age_bucket(fields[age]),
+                fields[gender].strip() or None,
+                fields[occupation].strip() or None,
+            )
+        )
+    columns = ["id", "age_bucket", *K.EXTRA_USER_FIELDS]
+    return pd.DataFrame.from_records(records, columns=columns).set_index("id")
 
 
 def _side_tables(layout: Layout, folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
@@ -186,9 +199,11 @@ def _side_tables(layout: Layout, folder: Path) -> tuple[pd.DataFrame, pd.DataFra
     if layout.users and (folder / layout.users).is_file():
         user_file = folder / layout.users
         if layout.users == "u.user":
-            users = _users(user_file, "|", 1, "'id|age|gender|occupation|zip'")
+            users = _users(user_file, "|", (1, 2, 3), "'id|age|gender|occupation|zip'")
         else:
-            users = _users(user_file, "::", 2, "'UserID::Gender::Age::Occupation::Zip-code'")
+            users = _users(
+                user_file, "::", (2, 1, 3), "'UserID::Gender::Age::Occupation::Zip-code'"
+            )
         used.append(user_file)
     return items[~items.index.duplicated()], users[~users.index.duplicated()], used
 
@@ -232,7 +247,8 @@ def open_source(path: Path, *, chunk_rows: int, id_prefix: str | None = None) ->
         f"MovieLens {layout.variant} ratings from {ratings.name}; items are movies",
         "titles, release years and genres from the item file when present",
         "movie genres Musical->pop and Western->country, others 'unknown'; all kept as tags",
-        "ages from the user file when present; countries are unknown (ZZ)",
+        "ages from the user file when present; countries are unknown (ZZ); genders and"
+        " occupations are kept beside the batch for offline evaluation only",
         "one placeholder artist ('unknown artist') per movie",
         "rating <= 2 is a skip, rating >= 5 a save",
     ]

@@ -101,6 +101,9 @@ def _users(path: Path) -> pd.DataFrame:
         out["age_bucket"] = [K.age_bucket(a) for a in frame["age"]]
     if "country" in frame.columns:
         out["country"] = [K.country_code(c) for c in frame["country"]]
+    for name in K.EXTRA_USER_FIELDS:  # for offline evaluation only: no contract column
+        if name in frame.columns:
+            out[name] = frame[name].str.strip().replace("", None).to_numpy()
     return out[~out.index.duplicated()]
 
 
@@ -141,7 +144,8 @@ def open_source(path: Path, *, chunk_rows: int, id_prefix: str | None = None) ->
         + (f", {value} decides skips and saves" if value else ""),
         "item titles, genres (class/genre field) and release years from the .item file",
         "genres Musical->pop and Western->country, others 'unknown'; all kept as tags",
-        "ages (and countries, if present) from the .user file",
+        "ages (and countries, if present) from the .user file; genders and occupations are"
+        " kept beside the batch for offline evaluation only (no contract column)",
         "one placeholder artist ('unknown artist') per item",
     ]
     return Source(
