@@ -12,6 +12,7 @@ BENCHMARKS = (
     "benchmarks.candidate_recall",
     "benchmarks.baselines",
     "benchmarks.quality",
+    "benchmarks.quality_seeds",
     "benchmarks.ranker",
     "benchmarks.bots",
     "benchmarks.serving_pipeline",
