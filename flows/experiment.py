@@ -1,8 +1,8 @@
 """Experiment flow: a registered challenger against the champion on the simulator's listeners.
 
 Thin: it resolves two `crossfade-ranker` references (aliases such as `@champion`,
-`@challenger`, or version numbers), loads each with the candidate model it was released with
-into the same serving pipeline the recommender runs (features, candidates, ranker, re-ranker,
+`@challenger`, or version numbers), loads each with a candidate model (given, or the one in
+the ranker's lineage) into the same serving pipeline the recommender runs (features, candidates, ranker, re-ranker,
 fallbacks), wraps each as a policy and hands over to `crossfade.experiments.run.run_simulated`,
 which simulates the listeners' responses from the ground truth, analyses with daily looks,
 decides and writes the HTML report. The decision and the report path become a Prefect

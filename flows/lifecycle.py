@@ -4,9 +4,10 @@ ingest (the next batch of listening, validated) -> bot flags -> features -> cand
 ranker (evaluation, audits, registration gate) -> release (shadow, canary, blue/green under
 guardrails) -> experiment (the new model against the champion) -> run report.
 
-A stage that refuses (a quarantined batch, rejected feature tables, a failed gate, a rolled
-back release) ends the run cleanly: the reason goes into the run report and the champion is
-untouched. Every stage leaves a Prefect artifact; the run report links them all.
+A stage that refuses (a quarantined batch, rejected feature tables, a refused ranker with no
+new candidate model to release instead, a rolled back release) ends the run cleanly: the
+reason goes into the run report and the champion is untouched. Every stage leaves a Prefect
+artifact; the run report links them all.
 """
 
 from __future__ import annotations
@@ -192,14 +193,20 @@ def candidates_stage(run: LifecycleRun) -> StageReport:
 
 
 def candidates_alone(run: LifecycleRun) -> ReleasePlan | None:
-    """When the retrained ranker is refused but this run's candidate model passed its gate,
-    the new candidate model can still go out with the champion ranker: the ranker gate has
-    just scored the champion on candidates retrieved by a freshly trained candidate model,
-    and the rollout's guardrails judge the pair on live traffic. None when there is no
-    champion ranker yet, the candidate gate refused, or `lifecycle.release_candidates_alone`
-    is off."""
+    """When the retrained ranker is refused but this run learnt from new listening and its
+    candidate model passed its gate, the new candidate model goes out with the champion
+    ranker: a retrieval model that has seen the newest listeners, items and tastes, under the
+    same rollout guardrails (and, if promoted, the same experiment) as any release. The
+    candidate gate only shows it beats popularity, not the champion candidate model: live
+    traffic is the comparison. None when nothing new was ingested (a retrain on the same data
+    has nothing to offer), the candidate gate refused, there is no champion ranker yet, or
+    `lifecycle.release_candidates_alone` is off."""
     candidates = run.outcomes.get("candidates") or {}
-    if not (run.settings.lifecycle.release_candidates_alone and candidates.get("gate_passed")):
+    if not (
+        run.settings.lifecycle.release_candidates_alone
+        and candidates.get("gate_passed")
+        and run.outcomes.get("ingest")
+    ):
         return None
     champion = version_by_alias(client(run.settings.tracking_uri), RANKER_MODEL, CHAMPION)
     if champion is None:
@@ -208,8 +215,8 @@ def candidates_alone(run: LifecycleRun) -> ReleasePlan | None:
         str(candidates["version"]),
         str(champion.version),
         "challenger",
-        f"crossfade-candidates v{candidates['version']} (passed its gate) with the champion "
-        f"ranker v{champion.version}",
+        f"crossfade-candidates v{candidates['version']} (trained on new listening, passed its "
+        f"gate) with the champion ranker v{champion.version}",
     )
 
 

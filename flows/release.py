@@ -43,6 +43,7 @@ TERMINAL = {Phase.PROMOTED.value, Phase.ROLLED_BACK.value}
 ACTOR = "lifecycle"
 STACK_START_SECONDS = 300
 POLL_SECONDS = 2.0
+GATE_PASSED = "lifecycle: new version passed the gate"
 
 
 @dataclass
@@ -203,7 +204,7 @@ def release_challenger(
     ranker_version: str,
     budget_seconds: float,
     candidates_version: str | None = None,
-    reason: str = "lifecycle: new version passed the gate",
+    reason: str = GATE_PASSED,
 ) -> ReleaseOutcome:
     """Roll out `ranker_version` with `candidates_version` (default: the candidate model of
     the ranker's lineage) under steady simulated traffic and wait until the controller
@@ -257,7 +258,7 @@ def release_flow(
     profile: str | None = None,
     budget_seconds: float = 420,
     candidates_version: str | None = None,
-    reason: str = "lifecycle: new version passed the gate",
+    reason: str = GATE_PASSED,
 ) -> dict[str, Any]:
     """Make the first champion live, or take a challenger through the rollout; the candidate
     model is `candidates_version` or, by default, the one in the ranker's lineage."""

@@ -2,7 +2,7 @@
 
 The design matrix of plain EASE is the user x item matrix X. Here:
 
-* X holds 1 + slope * (rating - 3) instead of 1 (unrated rows stay 1);
+* X holds weight x (1 + slope * (rating - 3)) instead of the weight (unrated rows keep it);
 * every item feature f (a genre, a release decade) adds a pseudo-user row that "has" the
   items with f, counted `item_row_weight` times in the Gram matrix, so items sharing
   features look alike even when few users have both;
@@ -70,7 +70,8 @@ class CollectiveEASE(EASE):
         self.inputs: sp.csr_matrix = sp.csr_matrix((0, 0))
 
     def _values(self, interactions: pd.DataFrame) -> np.ndarray:
-        return linear_values(interactions, self.rating_slope)
+        # the row's weight (1 unless the data says otherwise) scaled by its rating's value
+        return super()._values(interactions) * linear_values(interactions, self.rating_slope)
 
     def _fit(self) -> None:
         x = sp.csr_matrix(self.matrix, dtype=np.float64)
@@ -80,8 +81,9 @@ class CollectiveEASE(EASE):
         gram = np.asarray((self.inputs.T @ self.inputs).todense(), dtype=np.float64)
         n = len(self.item_ids)
         if items.shape[1]:
-            pseudo = items @ items.T  # item x item co-membership in the feature rows
-            gram[:n, :n] += self.item_row_weight * np.asarray(pseudo.todense())
+            # item x item co-membership in the feature rows, added without a second dense copy
+            pseudo = sp.coo_matrix(items @ items.T)
+            np.add.at(gram, (pseudo.row, pseudo.col), self.item_row_weight * pseudo.data)
         penalties = np.concatenate(
             [
                 item_penalties(self.popularity, self.l2, self.popularity_exponent),

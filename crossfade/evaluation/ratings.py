@@ -1,8 +1,9 @@
 """Explicit ratings as training values: how much a rated interaction counts when a model
 learns, while every rated interaction stays a positive wherever the models are scored.
 
-Both mappings leave the neutral rating (3 of 5) at the value an unrated interaction has, so
-a dataset without ratings (no `rating` column, or NaN) gives exactly the plain models.
+Both mappings are factors on the row's weight that leave the neutral rating (3 of 5) at 1,
+the factor of an unrated interaction, so a dataset without ratings (no `rating` column, or
+NaN) gives exactly the plain models, whatever its weights.
 """
 
 from __future__ import annotations
@@ -47,8 +48,9 @@ def ratio_values(interactions: pd.DataFrame, neutral: float = NEUTRAL_RATING) ->
 
 
 class RatingALS(ALSBaseline):
-    """ALSBaseline whose weight is rating / 3 (so confidence 1 + alpha * log1p(rating / 3)):
-    a 5 counts more than a 1; unrated rows weigh 1, as in the plain model."""
+    """ALSBaseline whose weight is the row's weight x rating / 3 (so with weight 1,
+    confidence 1 + alpha * log1p(rating / 3)): a 5 counts more than a 1; unrated rows keep
+    their weight, as in the plain model."""
 
     def _values(self, interactions: pd.DataFrame) -> np.ndarray:
-        return ratio_values(interactions)
+        return super()._values(interactions) * ratio_values(interactions)

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
 from crossfade import columns as C
-from crossfade.data.importers.extras import Extras
+
+if TYPE_CHECKING:  # importing the importers only for a type would load every format module
+    from crossfade.data.importers.extras import Extras
 
 USER_FIELDS: tuple[str, ...] = (C.GENDER, C.OCCUPATION, C.AGE_BUCKET)
 # values that mean "not known" (ML-100K's occupation "none" is a value: no occupation)

@@ -227,13 +227,35 @@ def test_candidates_alone_release_leaves_the_champion_ranker_as_it_is(
     assert c.get_model_version(candidates, "2").tags["crossfade.rollout"] == "promoted"
 
 
+def test_candidates_alone_rollback_tags_only_the_candidate_model(
+    world: tuple[Controller, Clock, ObservationRecorder], release_settings: Settings
+) -> None:
+    ctl, clock, rec = world
+    ctl.start("lifecycle", "2", "champion", "candidates alone")
+    traffic(rec, clock.now, shadow=True)
+    clock.now += WINDOW + 1
+    assert ctl.tick().state.phase == "CANARY"
+    traffic(rec, clock.now, green_error=True)
+    clock.now += WINDOW + 1
+    assert ctl.tick().state.phase == "ROLLED_BACK"
+    for name in (release_settings.candidates.model_name, RANKER):
+        assert _aliases(release_settings, name) == {
+            "champion": "1", "challenger": "3", "previous_champion": None,
+        }  # fmt: skip
+    c = mlflow.MlflowClient(release_settings.tracking_uri)
+    candidates = release_settings.candidates.model_name
+    assert c.get_model_version(candidates, "2").tags["crossfade.rollout"] == "rolled_back"
+    assert c.get_model_version(RANKER, "1").tags.get("crossfade.rollout") is None
+
+
 @pytest.mark.parametrize(
-    ("gate_passed", "switch", "champion", "planned"),
+    ("gate_passed", "switch", "champion", "new_data", "planned"),
     [
-        (True, True, True, ("2", "1")),
-        (False, True, True, None),  # the candidate gate refused too: nothing to release
-        (True, False, True, None),  # the operator wants the run to stop on a refused ranker
-        (True, True, False, None),  # no champion ranker yet (a first run)
+        (True, True, True, True, ("2", "1")),
+        (False, True, True, True, None),  # the candidate gate refused too: nothing to release
+        (True, False, True, True, None),  # the operator wants the run to stop on a refused ranker
+        (True, True, False, True, None),  # no champion ranker yet (a first run)
+        (True, True, True, False, None),  # nothing new ingested: a retrain of the same data
     ],
 )
 def test_lifecycle_plans_the_candidates_alone_when_the_ranker_is_refused(
@@ -241,6 +263,7 @@ def test_lifecycle_plans_the_candidates_alone_when_the_ranker_is_refused(
     gate_passed: bool,
     switch: bool,
     champion: bool,
+    new_data: bool,
     planned: tuple[str, str] | None,
 ) -> None:
     c = mlflow.MlflowClient(release_settings.tracking_uri)
@@ -253,9 +276,10 @@ def test_lifecycle_plans_the_candidates_alone_when_the_ranker_is_refused(
             )
         }
     )
-    run = LifecycleRun(
-        settings, None, outcomes={"candidates": {"version": 2, "gate_passed": gate_passed}}
-    )
+    outcomes: dict[str, object] = {"candidates": {"version": 2, "gate_passed": gate_passed}}
+    if new_data:
+        outcomes["ingest"] = {"status": "published"}
+    run = LifecycleRun(settings, None, outcomes=outcomes)
     plan = candidates_alone(run)
     if planned is None:
         assert plan is None

@@ -47,6 +47,10 @@ USER = "user"  # raw source user id (string)
 ITEM = "item"  # raw source item id (string)
 TS_US = "ts_us"  # int64 microseconds since the epoch, UTC
 RATING = "rating"  # optional float: explicit rating
+# staged ids are the source prefix + one of these + the raw id (events: the data row number)
+EVENT_KEY = "-e"
+USER_KEY = "-u"
+ITEM_KEY = "-i"
 WEIGHT = "weight"  # optional float: implicit strength (play count, confidence)
 # Optional per-row catalogue facts, for formats whose catalogue lives in the event stream.
 TITLE = "title"

@@ -19,11 +19,6 @@ from crossfade import columns as C
 from crossfade.data.importers import common as K
 from crossfade.data.importers import open_path, reading
 
-# how staging builds ids from the source prefix and the raw ids / data row numbers
-EVENT_KEY = "-e"
-USER_KEY = "-u"
-ITEM_KEY = "-i"
-
 
 @dataclass(frozen=True)
 class Extras:
@@ -44,7 +39,7 @@ class Extras:
     def event_ratings(self, event_ids: pd.Series) -> np.ndarray:
         """The rating of each staged event id (NaN when unknown: no rating, other source)."""
         ids = event_ids.astype(str)
-        head = self.prefix + EVENT_KEY
+        head = self.prefix + K.EVENT_KEY
         ours = ids.str.startswith(head)
         rows = pd.to_numeric(ids.str.slice(len(head)).where(ours), errors="coerce")
         return rows.map(self.ratings).to_numpy(dtype=np.float64)
@@ -75,15 +70,20 @@ def read_extras(
     parts: list[pd.Series] = []
     if ratings:
         with reading(fmt, Path(path)):
-            for chunk in source.chunks:
-                if K.RATING not in chunk.columns:
-                    break  # every chunk of a source has the same columns
-                values = chunk[K.RATING].to_numpy(dtype=np.float64)
-                parts.append(pd.Series(values, index=chunk[K.ROW].to_numpy(dtype=np.int64)))
+            try:
+                for chunk in source.chunks:
+                    if K.RATING not in chunk.columns:
+                        break  # every chunk of a source has the same columns
+                    values = chunk[K.RATING].to_numpy(dtype=np.float64)
+                    parts.append(pd.Series(values, index=chunk[K.ROW].to_numpy(dtype=np.int64)))
+            finally:
+                close = getattr(source.chunks, "close", None)
+                if close is not None:  # a generator left early keeps its file open
+                    close()
     rated = pd.concat(parts) if parts else pd.Series(dtype=np.float64)
     return Extras(
         prefix=source.prefix,
         ratings=rated.rename(C.RATING),
-        users=_keyed(source.users, source.prefix + USER_KEY),
-        items=_keyed(source.items, source.prefix + ITEM_KEY),
+        users=_keyed(source.users, source.prefix + K.USER_KEY),
+        items=_keyed(source.items, source.prefix + K.ITEM_KEY),
     )

@@ -147,9 +147,9 @@ class BatchBuilder:
         p = self.prefix
         table = pa.table(
             {
-                C.EVENT_ID: pc.binary_join_element_wise(f"{p}-e", rows, ""),
-                C.USER_ID: pc.binary_join_element_wise(f"{p}-u", users, ""),
-                C.ITEM_ID: pc.binary_join_element_wise(f"{p}-i", items, ""),
+                C.EVENT_ID: pc.binary_join_element_wise(p + K.EVENT_KEY, rows, ""),
+                C.USER_ID: pc.binary_join_element_wise(p + K.USER_KEY, users, ""),
+                C.ITEM_ID: pc.binary_join_element_wise(p + K.ITEM_KEY, items, ""),
                 C.TS: pa.array(chunk[K.TS_US].to_numpy(), pa.int64()).cast(TS_TYPE),
                 C.MS_PLAYED: pa.array(np.where(low, K.SKIPPED_MS_PLAYED, K.DEFAULT_DURATION_MS)),
                 C.REASON_START: _const(K.REASON_START, n, pa.string()),
@@ -228,7 +228,7 @@ class BatchBuilder:
 
         table = pa.table(
             {
-                C.USER_ID: pa.array(self.prefix + "-u" + ids.index.to_series(), pa.string()),
+                C.USER_ID: pa.array(self.prefix + K.USER_KEY + ids.index.to_series(), pa.string()),
                 C.TIER: _const(K.DEFAULT_TIER, len(ids), pa.string()),
                 C.COUNTRY: text("country", D.UNKNOWN_COUNTRY),
                 C.AGE_BUCKET: text("age_bucket", D.UNKNOWN),
@@ -269,7 +269,7 @@ class BatchBuilder:
         null_f32 = pa.nulls(n, pa.float32())
         items = pa.table(
             {
-                C.ITEM_ID: pa.array(self.prefix + "-i" + raw, pa.string()),
+                C.ITEM_ID: pa.array(self.prefix + K.ITEM_KEY + raw, pa.string()),
                 C.CONTENT_TYPE: _const("track", n, pa.string()),
                 C.TITLE: pa.array(title.astype(str), pa.string()),
                 C.ARTIST_ID: pa.array(artist_id, pa.string()),
