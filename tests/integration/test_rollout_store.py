@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -168,17 +169,23 @@ def test_full_release_promotes_champion(
     assert incident > 0
 
 
-def test_breach_rolls_back_by_itself(
-    world: tuple[Controller, Clock, ObservationRecorder], release_settings: Settings
-) -> None:
-    ctl, clock, rec = world
-    ctl.start("alice", "2", "2", "")
+def breach_in_canary(ctl: Controller, clock: Clock, rec: ObservationRecorder) -> Any:
+    """A healthy shadow window, then a canary window with green erroring; the second tick's
+    outcome."""
     traffic(rec, clock.now, shadow=True)
     clock.now += WINDOW + 1
     assert ctl.tick().state.phase == "CANARY"
     traffic(rec, clock.now, green_error=True)
     clock.now += WINDOW + 1
-    outcome = ctl.tick()
+    return ctl.tick()
+
+
+def test_breach_rolls_back_by_itself(
+    world: tuple[Controller, Clock, ObservationRecorder], release_settings: Settings
+) -> None:
+    ctl, clock, rec = world
+    ctl.start("alice", "2", "2", "")
+    outcome = breach_in_canary(ctl, clock, rec)
     assert outcome.action == "rollback"
     state = outcome.state
     assert (state.phase, state.green_percent, state.shadow_share) == ("ROLLED_BACK", 0.0, 0.0)
@@ -232,12 +239,7 @@ def test_candidates_alone_rollback_tags_only_the_candidate_model(
 ) -> None:
     ctl, clock, rec = world
     ctl.start("lifecycle", "2", "champion", "candidates alone")
-    traffic(rec, clock.now, shadow=True)
-    clock.now += WINDOW + 1
-    assert ctl.tick().state.phase == "CANARY"
-    traffic(rec, clock.now, green_error=True)
-    clock.now += WINDOW + 1
-    assert ctl.tick().state.phase == "ROLLED_BACK"
+    assert breach_in_canary(ctl, clock, rec).state.phase == "ROLLED_BACK"
     for name in (release_settings.candidates.model_name, RANKER):
         assert _aliases(release_settings, name) == {
             "champion": "1", "challenger": "3", "previous_champion": None,
