@@ -2,8 +2,9 @@
 
 Thin: it resolves two `crossfade-ranker` references (aliases such as `@champion`,
 `@challenger`, or version numbers), loads each with a candidate model (given, or the one in
-the ranker's lineage) into the same serving pipeline the recommender runs (features, candidates, ranker, re-ranker,
-fallbacks), wraps each as a policy and hands over to `crossfade.experiments.run.run_simulated`,
+the ranker's lineage) into the same serving pipeline the recommender runs (features,
+candidates, ranker, re-ranker, fallbacks), wraps each as a policy and hands over to
+`crossfade.experiments.run.run_simulated`,
 which simulates the listeners' responses from the ground truth, analyses with daily looks,
 decides and writes the HTML report. The decision and the report path become a Prefect
 artifact.
