@@ -203,14 +203,12 @@ def release_challenger(
     url: str,
     ranker_version: str,
     budget_seconds: float,
-    candidates_version: str | None = None,
+    candidates_version: str,
     reason: str = GATE_PASSED,
 ) -> ReleaseOutcome:
-    """Roll out `ranker_version` with `candidates_version` (default: the candidate model of
-    the ranker's lineage) under steady simulated traffic and wait until the controller
-    promotes it, rolls it back or pauses."""
+    """Roll out `ranker_version` with `candidates_version` under steady simulated traffic and
+    wait until the controller promotes it, rolls it back or pauses."""
     started = time.monotonic()
-    candidates_version = candidates_version or candidates_version_of(settings, ranker_version)
     controller = Controller(settings)
     state = controller.start(ACTOR, candidates_version, ranker_version, reason)
     traffic_file = settings.data_root / "serve" / f"traffic-{state.rollout_id}.json"
@@ -263,8 +261,8 @@ def release_flow(
     """Make the first champion live, or take a challenger through the rollout; the candidate
     model is `candidates_version` or, by default, the one in the ranker's lineage."""
     settings = load_settings(profile)
+    candidates_version = candidates_version or candidates_version_of(settings, ranker_version)
     if alias == "champion":
-        candidates_version = candidates_version or candidates_version_of(settings, ranker_version)
         c = client(settings.tracking_uri)
         if version_by_alias(c, settings.candidates.model_name, "champion") is None:
             promote(c, settings.candidates.model_name, candidates_version, "champion")

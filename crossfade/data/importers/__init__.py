@@ -12,7 +12,7 @@ batch (users, artists, items, events) ready for validation. Bad input raises
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -108,6 +108,14 @@ def open_path(
         return importer(path, chunk_rows=chunk_rows, id_prefix=id_prefix)
 
 
+def _tapped(
+    chunks: Iterator[pd.DataFrame], on_chunk: Callable[[pd.DataFrame], None]
+) -> Iterator[pd.DataFrame]:
+    for chunk in chunks:
+        on_chunk(chunk)
+        yield chunk
+
+
 def import_path(
     fmt: str,
     path: Path,
@@ -116,6 +124,7 @@ def import_path(
     chunk_rows: int = 1_000_000,
     id_prefix: str | None = None,
     progress: Progress | None = None,
+    on_chunk: Callable[[pd.DataFrame], None] | None = None,
 ) -> Path:
     """Map the dataset at `path` (format `fmt`) onto the contracts as ONE staged batch.
 
@@ -123,13 +132,17 @@ def import_path(
     (one part per UTC day) plus batch.json with the window, row counts, source path and
     mapping notes. Files are streamed `chunk_rows` rows at a time, so memory stays bounded
     on big logs. `id_prefix` overrides the per-source prefix of every id; `progress` is
-    called with the number of interactions read so far. Raises ImportFormatError (naming
-    the file, the problem and the fix) on any unreadable input, leaving no batch behind.
+    called with the number of interactions read so far; `on_chunk` sees every normalized
+    chunk before it is staged (to keep what the contracts drop, such as ratings, in the same
+    pass). Raises ImportFormatError (naming the file, the problem and the fix) on any
+    unreadable input, leaving no batch behind.
     """
     path = Path(path)
     importer = _checked_importer(fmt, path, chunk_rows)
     with reading(fmt, path):
         source = importer(path, chunk_rows=chunk_rows, id_prefix=id_prefix)
+        if on_chunk is not None:
+            source.chunks = _tapped(source.chunks, on_chunk)
         return stage_source(
             fmt, path, source, Path(staging_dir), chunk_rows=chunk_rows, progress=progress
         )

@@ -54,6 +54,25 @@ def _keyed(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
     return out
 
 
+class RatingCollector:
+    """Keeps each chunk's explicit ratings by data row: pass it as `import_path(on_chunk=...)`
+    to read ratings in the same pass that stages the batch."""
+
+    def __init__(self) -> None:
+        self.parts: list[pd.Series] = []
+
+    def __call__(self, chunk: pd.DataFrame) -> None:
+        """Keep this chunk's ratings (nothing when the source has none)."""
+        if K.RATING in chunk.columns:
+            values = chunk[K.RATING].to_numpy(dtype=np.float64)
+            self.parts.append(pd.Series(values, index=chunk[K.ROW].to_numpy(dtype=np.int64)))
+
+    def ratings(self) -> pd.Series:
+        """Every rating seen so far, indexed by data row (empty: none)."""
+        rated = pd.concat(self.parts) if self.parts else pd.Series(dtype=np.float64)
+        return rated.rename(C.RATING)
+
+
 def read_extras(
     fmt: str,
     path: Path,
@@ -67,23 +86,21 @@ def read_extras(
     without ratings is read no further than its first chunk. Raises ImportFormatError like
     `import_path` on input it cannot read."""
     source = open_path(fmt, path, chunk_rows=chunk_rows, id_prefix=id_prefix)
-    parts: list[pd.Series] = []
+    collector = RatingCollector()
     if ratings:
         with reading(fmt, Path(path)):
             try:
                 for chunk in source.chunks:
                     if K.RATING not in chunk.columns:
                         break  # every chunk of a source has the same columns
-                    values = chunk[K.RATING].to_numpy(dtype=np.float64)
-                    parts.append(pd.Series(values, index=chunk[K.ROW].to_numpy(dtype=np.int64)))
+                    collector(chunk)
             finally:
                 close = getattr(source.chunks, "close", None)
                 if close is not None:  # a generator left early keeps its file open
                     close()
-    rated = pd.concat(parts) if parts else pd.Series(dtype=np.float64)
     return Extras(
         prefix=source.prefix,
-        ratings=rated.rename(C.RATING),
+        ratings=collector.ratings(),
         users=_keyed(source.users, source.prefix + K.USER_KEY),
         items=_keyed(source.items, source.prefix + K.ITEM_KEY),
     )
