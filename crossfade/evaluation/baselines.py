@@ -48,8 +48,13 @@ class MatrixRecommender:
         self._item_index = {t: i for i, t in enumerate(self.item_ids)}
         self.matrix = matrix
         self.popularity = np.asarray((matrix > 0).sum(axis=0), dtype=np.float64).ravel()
+        self._observe(interactions)
         self._fit()
         return self
+
+    def _observe(self, interactions: pd.DataFrame) -> None:
+        """Read what the model needs from the raw rows beyond the matrix (their order in
+        time, say), once the ids are indexed and before `_fit`; nothing by default."""
 
     def _values(self, interactions: pd.DataFrame) -> np.ndarray:
         """The matrix value of each interaction row: its weight (1 without a weight column);

@@ -7,13 +7,17 @@ The design matrix of plain EASE is the user x item matrix X. Here:
   items with f, counted `item_row_weight` times in the Gram matrix, so items sharing
   features look alike even when few users have both;
 * every user feature g (gender, occupation, age bucket) adds an input column U[:, g]: the
-  model learns weights from "a user like this" to items, never ranks g itself.
+  model learns weights from "a user like this" to items, never ranks g itself;
+* every listening window (`sessions.py`: a few consecutive training interactions of one
+  user) adds a pseudo-user row counted `session_weight` times, so items taken up in the
+  same sitting look alike beyond sharing a user somewhere in their histories.
 
-With Gram = [X U]^T [X U] + w [F 0]^T [F 0] over items then user features, EASE's closed
-form gives B = I - P diag(1 / diag P), P = (Gram + diag(lambda))^-1, and a user's scores are
-[X_u U_u] B[:, items]. lambda per item can grow with popularity,
+With Gram = [X U]^T [X U] + w [F 0]^T [F 0] + s [W 0]^T [W 0] over items then user
+features (W the window rows), EASE's closed form gives B = I - P diag(1 / diag P),
+P = (Gram + diag(lambda))^-1, and a user's scores are [X_u U_u] B[:, items] (windows shape
+B; they are never a user's input). lambda per item can grow with popularity,
 lambda_i = l2 * (pop_i / mean pop) ** popularity_exponent (exponent 0: plain EASE's single
-lambda). Without ratings and side information this is exactly EASE.
+lambda). Without ratings, side information and windows this is exactly EASE.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import scipy.sparse as sp
 
 from crossfade.evaluation.baselines import BLOCK_USERS, EASE
 from crossfade.evaluation.ratings import linear_values
+from crossfade.evaluation.sessions import session_windows
 from crossfade.evaluation.side_info import SideInfo, aligned
 
 
@@ -48,8 +53,9 @@ def ease_weights(gram: np.ndarray, penalties: np.ndarray) -> np.ndarray:
 
 
 class CollectiveEASE(EASE):
-    """EASE on rating values with item pseudo-user rows and user input columns (module
-    docstring). `side` holds the one-hot features; `rating_slope` 0 means binary values."""
+    """EASE on rating values with item pseudo-user rows, user input columns and listening
+    window rows (module docstring). `side` holds the one-hot features; `rating_slope` 0
+    means binary values; `session_weight` 0 means no windows."""
 
     def __init__(
         self,
@@ -58,11 +64,26 @@ class CollectiveEASE(EASE):
         item_row_weight: float = 2.0,
         popularity_exponent: float = 0.0,
         side: SideInfo | None = None,
+        session_weight: float = 0.0,
+        session_size: int = 5,
+        session_stride: int = 1,
         block_users: int = BLOCK_USERS,
     ) -> None:
         super().__init__(l2, block_users)
         if item_row_weight < 0:
             raise ValueError(f"item_row_weight must be >= 0, got {item_row_weight}")
+        if session_weight < 0:
+            raise ValueError(f"session_weight must be >= 0, got {session_weight}")
+        if session_size < 1 or not 1 <= session_stride <= session_size:
+            raise ValueError(
+                "session_size and session_stride must be >= 1 with stride <= size, got"
+                f" {session_size} and {session_stride}"
+            )
+        self.session_weight = session_weight
+        self.session_size = session_size
+        self.session_stride = session_stride
+        self.n_windows = 0  # window rows in the last fit (the rows are dropped after it)
+        self._windows: sp.csr_matrix = sp.csr_matrix((0, 0))
         self.rating_slope = rating_slope
         self.item_row_weight = item_row_weight
         self.popularity_exponent = popularity_exponent
@@ -72,6 +93,14 @@ class CollectiveEASE(EASE):
     def _values(self, interactions: pd.DataFrame) -> np.ndarray:
         # the row's weight (1 unless the data says otherwise) scaled by its rating's value
         return super()._values(interactions) * linear_values(interactions, self.rating_slope)
+
+    def _observe(self, interactions: pd.DataFrame) -> None:
+        n = len(self.item_ids)
+        self._windows = (
+            session_windows(interactions, self._item_index, self.session_size, self.session_stride)
+            if self.session_weight > 0
+            else sp.csr_matrix((0, n))
+        )
 
     def _fit(self) -> None:
         x = sp.csr_matrix(self.matrix, dtype=np.float64)
@@ -84,6 +113,11 @@ class CollectiveEASE(EASE):
             # item x item co-membership in the feature rows, added without a second dense copy
             pseudo = sp.coo_matrix(items @ items.T)
             np.add.at(gram, (pseudo.row, pseudo.col), self.item_row_weight * pseudo.data)
+        self.n_windows = self._windows.shape[0]
+        if self.n_windows:
+            together = sp.coo_matrix(self._windows.T @ self._windows)
+            np.add.at(gram, (together.row, together.col), self.session_weight * together.data)
+        self._windows = sp.csr_matrix((0, n))
         penalties = np.concatenate(
             [
                 item_penalties(self.popularity, self.l2, self.popularity_exponent),

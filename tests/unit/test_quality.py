@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from crossfade import columns as C
 from crossfade.candidates.weights import WEIGHT
@@ -33,6 +35,7 @@ from crossfade.evaluation.quality import (
     FullStack,
     QualityResult,
     RankerSetting,
+    _halves,
     _ndcg,
     _top_lists,
     base_models,
@@ -193,11 +196,21 @@ def test_ranker_rows_come_from_every_inner_fold_and_trees_are_chosen_on_the_tran
     assert tuned["objective"] == GRID[0].objective
     assert result.stack.method == RANKER and result.stack.setting == GRID[0]
     assert 0.0 < float(tuned[f"validation_ndcg@{K}"]) <= 1.0
+    # the cross-fitted number can never beat the best checkpoint it is the fair version of
+    assert float(tuned[f"validation_ndcg@{K}"]) <= float(tuned[f"best_checkpoint_ndcg@{K}"])
     # the tree count is one of the transfer check's checkpoints, and the final ranker uses it
     trees = int(tuned["trees"])
     assert trees % TREE_STEP == 0 and 0 < trees <= result.stack.num_boost_round
     assert result.stack.ranker is not None
     assert result.stack.ranker.boosters[TIER_VALUE].current_iteration() == trees
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sets(st.text("abc", min_size=1, max_size=4), max_size=12), st.integers(0, 99))
+def test_the_check_users_split_into_two_disjoint_halves(users: set[str], seed: int) -> None:
+    a, b = _halves(sorted(users), seed)
+    assert a | b == users and not a & b and abs(len(a) - len(b)) <= 1
+    assert (a, b) == _halves(sorted(users), seed)
 
 
 def test_the_objective_is_a_tuned_setting_and_a_bad_one_is_named() -> None:
