@@ -228,9 +228,16 @@ def base_models(seed: int = 42, side: SideInfo | None = None) -> dict[str, Matri
     }
 
 
-def enriched(train: pd.DataFrame, side: SideInfo | None) -> bool:
-    """Whether the stack's ALS / EASE differ from the plain baselines on this data."""
-    return has_ratings(train) or has_sequences(train) or (side is not None and not side.empty)
+def enriched(train: pd.DataFrame, side: SideInfo | None) -> dict[str, str]:
+    """The stack's models that differ from the plain baselines on this data (model name ->
+    metric name, ENRICHED): ALS only with ratings, EASE with ratings, side information or
+    an order in time. Empty when the stack's models are exactly the baselines."""
+    rated = has_ratings(train)
+    differs = {
+        "als": rated,
+        "ease": rated or has_sequences(train) or (side is not None and not side.empty),
+    }
+    return {name: label for name, label in ENRICHED.items() if differs[name]}
 
 
 def model_scores(model: MatrixRecommender, rows: np.ndarray) -> np.ndarray:
@@ -759,16 +766,15 @@ def run_quality_details(
     """Fit the four plain baselines and the full stack on `train` only (the stack also on
     `train`'s ratings and the side information `side`), and score them with full ranking on
     `test` (training items excluded; every test interaction a positive, whatever its rating);
-    `blend` False leaves the ranker grid as the stack's only choice. When the stack's ALS
-    and EASE differ from the baselines, their refitted selves are scored too (ENRICHED)."""
+    `blend` False leaves the ranker grid as the stack's only choice. The stack's ALS or
+    EASE, when it differs from its baseline (`enriched`), is scored alone too."""
     side = side if side is not None else SideInfo()
     metrics: dict[str, dict[str, float]] = {}
     for name, model in baseline_models(seed).items():
         metrics[name] = full_ranking_eval(model.fit(train), train, test, k)
     stack = FullStack(k=k, seed=seed, grid=grid, blend=blend, side=side).fit(train)
-    if enriched(train, side):
-        for name, label in ENRICHED.items():
-            metrics[label] = full_ranking_eval(stack.models[name], train, test, k)
+    for name, label in enriched(train, side).items():
+        metrics[label] = full_ranking_eval(stack.models[name], train, test, k)
     metrics["full_stack"] = full_ranking_eval(stack, train, test, k)
     n = stack.candidates_per_model
     metrics["full_stack"][f"union_recall@{n}x{len(MODELS)}"] = union_recall(stack, train, test)
@@ -783,6 +789,6 @@ def run_quality(
     side: SideInfo | None = None,
 ) -> dict[str, dict[str, float]]:
     """precision@k, recall@k, ndcg@k of most_popular, item_knn, als, ease and full_stack
-    (plus als_rating and ease_collective when `train` has ratings, an order in time or
-    `side` features)."""
+    (plus als_rating when `train` has ratings, ease_collective when it has ratings, an order
+    in time or `side` features)."""
     return run_quality_details(train, test, k, seed, side=side).metrics

@@ -309,7 +309,8 @@ def test_the_stacks_als_and_ease_learn_from_ratings_and_side_info_the_baselines_
     assert type(stack["item_knn"]) is type(plain["item_knn"])
     world = block_world()
     assert not enriched(world, None) and not enriched(world, SideInfo())
-    assert enriched(world, side) and enriched(world.assign(**{C.RATING: 4.0}), None)
+    assert enriched(world, side) == {"ease": ENRICHED["ease"]}
+    assert enriched(world.assign(**{C.RATING: 4.0}), None) == ENRICHED
 
 
 def test_a_stack_with_ratings_and_side_info_scores_its_own_als_and_ease_too() -> None:
