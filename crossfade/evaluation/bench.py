@@ -39,8 +39,9 @@ def split(
 def bench_quality(
     fmt: str, path: Path, protocol: str, ratios: tuple[float, float], seed: int, k: int
 ) -> dict[str, dict[str, float]]:
-    """Metrics per model (most popular, item kNN, ALS, EASE, full stack, and the stack's
-    rating / side-information sources when the dataset has either) on one dataset."""
+    """Metrics per model (most popular, item kNN, ALS, EASE, full stack, and the stack's own
+    ALS / EASE wherever they differ from those baselines: ratings, side information or an
+    order in time) on one dataset."""
     if abs(sum(ratios) - 1.0) > 1e-6 or min(ratios) <= 0:
         raise ValueError(f"--ratios must be two positive shares summing to 1, got {ratios}")
     data = load_dataset(fmt, path)

@@ -10,7 +10,8 @@ The design matrix of plain EASE is the user x item matrix X. Here:
   model learns weights from "a user like this" to items, never ranks g itself;
 * every listening window (`sessions.py`: a few consecutive training interactions of one
   user) adds a pseudo-user row counted `session_weight` times, so items taken up in the
-  same sitting look alike beyond sharing a user somewhere in their histories.
+  same sitting look alike beyond sharing a user somewhere in their histories (window rows
+  are 0/1: a low rating ties items in a sitting together as much as a high one).
 
 With Gram = [X U]^T [X U] + w [F 0]^T [F 0] + s [W 0]^T [W 0] over items then user
 features (W the window rows), EASE's closed form gives B = I - P diag(1 / diag P),
@@ -111,12 +112,12 @@ class CollectiveEASE(EASE):
         n = len(self.item_ids)
         if items.shape[1]:
             # item x item co-membership in the feature rows, added without a second dense copy
-            pseudo = sp.coo_matrix(items @ items.T)
-            np.add.at(gram, (pseudo.row, pseudo.col), self.item_row_weight * pseudo.data)
+            pseudo = sp.coo_matrix(items @ items.T)  # a product: each (row, col) once
+            gram[pseudo.row, pseudo.col] += self.item_row_weight * pseudo.data
         self.n_windows = self._windows.shape[0]
         if self.n_windows:
             together = sp.coo_matrix(self._windows.T @ self._windows)
-            np.add.at(gram, (together.row, together.col), self.session_weight * together.data)
+            gram[together.row, together.col] += self.session_weight * together.data
         self._windows = sp.csr_matrix((0, n))
         penalties = np.concatenate(
             [

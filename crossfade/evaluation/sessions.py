@@ -28,9 +28,13 @@ MIN_ORDERED_SHARE = 0.5
 
 
 def _time_codes(values: pd.Series) -> np.ndarray:
-    """Timestamps as sortable int64 / float64 (datetimes as nanoseconds)."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return pd.to_datetime(values, utc=True).astype("int64").to_numpy()
+    """Timestamps as sortable float64, NaN where unknown: datetimes (or text that parses as
+    one) as integers of their unit, anything else as a number."""
+    if not pd.api.types.is_numeric_dtype(values):
+        moments = pd.to_datetime(values, utc=True, errors="coerce")
+        if moments.notna().any() or pd.api.types.is_datetime64_any_dtype(values):
+            codes = moments.astype("int64").to_numpy().astype(np.float64)
+            return np.where(moments.isna().to_numpy(), np.nan, codes)
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
 
 
@@ -42,7 +46,7 @@ def has_sequences(interactions: pd.DataFrame) -> bool:
     frame = pd.DataFrame(
         {"user": interactions[C.USER_ID].to_numpy(), "ts": _time_codes(interactions[C.TS])}
     )
-    per_user = frame.groupby("user")["ts"].agg(["size", "nunique"])
+    per_user = frame.dropna().groupby("user")["ts"].agg(["size", "nunique"])
     multi = per_user[per_user["size"] >= 2]
     return bool(len(multi)) and float((multi["nunique"] > 1).mean()) >= MIN_ORDERED_SHARE
 
@@ -55,7 +59,8 @@ def session_windows(
 ) -> sp.csr_matrix:
     """[n_windows, len(item_index)] 0/1 rows, one per window of `size` consecutive
     interactions of a user (ordered by time, ties by item index), starting every `stride`
-    interactions; empty (no rows) when the interactions carry no sequence."""
+    interactions; empty (no rows) when the interactions carry no sequence. Rows without a
+    known time are left out of every window (they still count as interactions)."""
     if size < 1 or not 1 <= stride <= size:
         raise ValueError(
             f"window size and stride must be >= 1 with stride <= size (windows must cover"
@@ -64,12 +69,16 @@ def session_windows(
     n_items = len(item_index)
     if not has_sequences(interactions):
         return sp.csr_matrix((0, n_items))
-    _, users = np.unique(interactions[C.USER_ID].astype(str).to_numpy(), return_inverse=True)
     items = interactions[C.ITEM_ID].astype(str).map(item_index)
     if items.isna().any():
         raise ValueError("session windows need every item in the model's item index")
-    items_arr = items.to_numpy(dtype=np.int64)
-    order = np.lexsort((items_arr, _time_codes(interactions[C.TS]), users))
+    times = _time_codes(interactions[C.TS])
+    known = ~np.isnan(times)
+    _, users = np.unique(interactions[C.USER_ID].astype(str).to_numpy()[known], return_inverse=True)
+    items_arr = items.to_numpy(dtype=np.int64)[known]
+    # ties (ratings sent in one go share their second) are ordered by item index: the order
+    # inside a tie is unknown, and a random order measured the same (docs/ranking.md)
+    order = np.lexsort((items_arr, times[known], users))
     users, items_arr = users[order], items_arr[order]
     counts = np.bincount(users)
     firsts = np.concatenate([[0], np.cumsum(counts)[:-1]])

@@ -85,37 +85,54 @@ def test_bad_window_settings_are_refused() -> None:
         CollectiveEASE(session_stride=0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.integers(1, 12), min_size=1, max_size=6),
     st.integers(1, 6),
     st.integers(0, 5),
+    st.booleans(),
     st.integers(0, 10_000),
 )
 def test_windows_are_consecutive_runs_covering_every_interaction(
-    lengths: list[int], size: int, overlap: int, seed: int
+    lengths: list[int], size: int, overlap: int, ties: bool, seed: int
 ) -> None:
+    """Reference: sort each user's rows by (time, item), start a window every `stride` rows
+    and stop after the first window that reaches the last row. Users may repeat an item
+    and share timestamps (`ties`)."""
     stride = max(size - overlap, 1)
     rng = np.random.default_rng(seed)
     rows, in_time = [], {}
     for u, n in enumerate(lengths):
-        minutes = rng.permutation(n) * 10 + u  # distinct times per user
-        items = [f"i{j}" for j in rng.choice(30, size=n, replace=False)]
+        minutes = rng.integers(0, max(n // 2, 1), n) if ties else rng.permutation(n) * 10 + u
+        items = [f"i{j:02d}" for j in rng.integers(0, 8 if ties else 30, n)]
         rows += [(f"u{u}", item, int(m)) for item, m in zip(items, minutes, strict=True)]
-        in_time[f"u{u}"] = [items[k] for k in np.argsort(minutes)]
+        in_time[f"u{u}"] = [item for _, item in sorted(zip(minutes, items, strict=True))]
     frame = timed(rows).sample(frac=1.0, random_state=seed)
-    if not has_sequences(frame):  # only one-interaction users: nothing to order
+    if not has_sequences(frame):  # nothing to order: no windows at all
         assert windows_as_sets(frame, size, stride) == []
         return
-    got = windows_as_sets(frame, size, stride)
     expected = []
     for seq in in_time.values():
-        last = -(-max(len(seq) - size, 0) // stride)
-        expected += [set(seq[k * stride : k * stride + size]) for k in range(last + 1)]
+        start = 0
+        while True:
+            expected.append(set(seq[start : start + size]))
+            if start + size >= len(seq):
+                break
+            start += stride
+    got = windows_as_sets(frame, size, stride)
     assert got == expected
-    covered = set().union(*got)
-    assert covered == set(frame[C.ITEM_ID])
+    assert set().union(*got) == set(frame[C.ITEM_ID])
     assert all(0 < len(w) <= size for w in got)
+
+
+def test_text_timestamps_order_too_and_rows_without_a_time_join_no_window() -> None:
+    text = timed([("u", "a", 2), ("u", "b", 1), ("u", "c", 3)])
+    text[C.TS] = text[C.TS].astype(str)
+    assert has_sequences(text)
+    assert windows_as_sets(text, 2, 1) == [{"a", "b"}, {"a", "c"}]
+    gap = timed([("u", "a", 2), ("u", "b", 1), ("u", "c", 3), ("u", "d", 4)])
+    gap.loc[gap[C.ITEM_ID] == "c", C.TS] = pd.NaT
+    assert windows_as_sets(gap, 2, 1) == [{"a", "b"}, {"a", "d"}]
 
 
 def test_collective_ease_counts_windows_as_weighted_pseudo_rows() -> None:
