@@ -512,23 +512,30 @@ def _train_ranker(
     )
 
 
-def _tree_curve(
-    ranker: RankerModel, valid: pd.DataFrame, held: Mapping[str, set[str]], k: int
-) -> dict[int, float]:
-    """NDCG@k on `valid` after TREE_STEP, 2 * TREE_STEP, ... trees of the ranker."""
+def _tree_curves(
+    ranker: RankerModel, valid: pd.DataFrame, helds: Sequence[Mapping[str, set[str]]], k: int
+) -> list[dict[int, float]]:
+    """For each of `helds` (requests and their held-out items), NDCG@k on `valid` after
+    TREE_STEP, 2 * TREE_STEP, ... trees of the ranker; the trees predict once for all."""
     booster = ranker.boosters[TIER_VALUE]
     x = valid[FEATURES].to_numpy(dtype=np.float32)
     total = np.zeros(len(x))
-    curve: dict[int, float] = {}
+    curves: list[dict[int, float]] = [{} for _ in helds]
     done = 0
     for t in range(TREE_STEP, booster.current_iteration() + 1, TREE_STEP):
         # raw scores add up tree by tree: predict each new slice of trees once
         total = total + booster.predict(
             x, start_iteration=done, num_iteration=t - done, raw_score=True
         )
-        curve[t] = _ndcg(valid, total, held, k)
+        for curve, held in zip(curves, helds, strict=True):
+            curve[t] = _ndcg(valid, total, held, k)
         done = t
-    return curve
+    return curves
+
+
+def _best_checkpoint(curve: Mapping[int, float]) -> int:
+    """The tree count with the best NDCG on a curve (ties to fewer trees)."""
+    return max(curve, key=lambda t: (curve[t], -t))
 
 
 def _halves(users: Sequence[str], seed: int) -> tuple[set[str], set[str]]:
@@ -547,14 +554,13 @@ def cross_fitted_trees(
     optimistic (the best of many noisy checkpoints), so the number that competes with the
     blend is cross-fitted: the tree count chosen on one half of the users is scored on the
     other half, both ways, weighted by the halves' sizes."""
-    curve = _tree_curve(ranker, valid, held, k)
-    trees = max(curve, key=lambda t: (curve[t], -t))
-    parts = []
-    for half in _halves(list(held), seed):
-        part_held = {u: held[u] for u in half}
-        parts.append((len(half), _tree_curve(ranker, valid[valid[GROUP].isin(half)], part_held, k)))
-    (n_a, curve_a), (n_b, curve_b) = parts
-    return trees, cross_fitted(curve_a, n_a, curve_b, n_b), curve[trees]
+    half_a, half_b = _halves(list(held), seed)
+    # NDCG averages over the requests in `held` only, so a half's curve needs no row filter
+    curve, curve_a, curve_b = _tree_curves(
+        ranker, valid, [held, {u: held[u] for u in half_a}, {u: held[u] for u in half_b}], k
+    )
+    trees = _best_checkpoint(curve)
+    return trees, cross_fitted(curve_a, len(half_a), curve_b, len(half_b)), curve[trees]
 
 
 def cross_fitted(
@@ -562,8 +568,7 @@ def cross_fitted(
 ) -> float:
     """Mean NDCG over both halves' users when each half is scored at the checkpoint that
     did best on the OTHER half (ties to fewer trees): half b at a's pick, half a at b's."""
-    pick_a = max(curve_a, key=lambda t: (curve_a[t], -t))
-    pick_b = max(curve_b, key=lambda t: (curve_b[t], -t))
+    pick_a, pick_b = _best_checkpoint(curve_a), _best_checkpoint(curve_b)
     return (n_b * curve_b[pick_a] + n_a * curve_a[pick_b]) / max(n_a + n_b, 1)
 
 

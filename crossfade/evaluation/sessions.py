@@ -38,17 +38,27 @@ def _time_codes(values: pd.Series) -> np.ndarray:
     return pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
 
 
+def _user_times(interactions: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(user code, time code) of every row, both as arrays; time NaN where unknown."""
+    _, users = np.unique(interactions[C.USER_ID].astype(str).to_numpy(), return_inverse=True)
+    return users, _time_codes(interactions[C.TS])
+
+
+def _ordered(users: np.ndarray, times: np.ndarray) -> bool:
+    """Whether, among users with two or more timed rows, at least MIN_ORDERED_SHARE have
+    rows at different times."""
+    timed = pd.DataFrame({"user": users, "ts": times}).dropna()
+    per_user = timed.groupby("user")["ts"].agg(["size", "nunique"])
+    multi = per_user[per_user["size"] >= 2]
+    return bool(len(multi)) and float((multi["nunique"] > 1).mean()) >= MIN_ORDERED_SHARE
+
+
 def has_sequences(interactions: pd.DataFrame) -> bool:
     """Whether timestamps order the interactions within users: a `ts` column, and for at
     least MIN_ORDERED_SHARE of the users with two or more interactions, not all equal."""
     if C.TS not in interactions or interactions.empty:
         return False
-    frame = pd.DataFrame(
-        {"user": interactions[C.USER_ID].to_numpy(), "ts": _time_codes(interactions[C.TS])}
-    )
-    per_user = frame.dropna().groupby("user")["ts"].agg(["size", "nunique"])
-    multi = per_user[per_user["size"] >= 2]
-    return bool(len(multi)) and float((multi["nunique"] > 1).mean()) >= MIN_ORDERED_SHARE
+    return _ordered(*_user_times(interactions))
 
 
 def session_windows(
@@ -67,14 +77,17 @@ def session_windows(
             f" every interaction), got size {size} and stride {stride}"
         )
     n_items = len(item_index)
-    if not has_sequences(interactions):
+    if C.TS not in interactions or interactions.empty:
+        return sp.csr_matrix((0, n_items))
+    users, times = _user_times(interactions)
+    if not _ordered(users, times):
         return sp.csr_matrix((0, n_items))
     items = interactions[C.ITEM_ID].astype(str).map(item_index)
     if items.isna().any():
         raise ValueError("session windows need every item in the model's item index")
-    times = _time_codes(interactions[C.TS])
     known = ~np.isnan(times)
-    _, users = np.unique(interactions[C.USER_ID].astype(str).to_numpy()[known], return_inverse=True)
+    # dense user codes over the timed rows only, so every code has at least one row
+    _, users = np.unique(users[known], return_inverse=True)
     items_arr = items.to_numpy(dtype=np.int64)[known]
     # ties (ratings sent in one go share their second) are ordered by item index: the order
     # inside a tie is unknown, and a random order measured the same (docs/ranking.md)
