@@ -78,6 +78,10 @@ class ValidationSettings(StrictModel):
     volume_max_ratio: float = Field(5.0, gt=1)
     sample_rows: int = Field(5, ge=1, le=50, description="offending rows shown per failure")
     build_data_docs: bool = True
+    # Plausible event times: never before `earliest_event` (epoch-zero and default dates)
+    # nor more than `max_event_age_days` before the data clock (newest data in lake or batch).
+    earliest_event: date = date(1990, 1, 1)
+    max_event_age_days: int = Field(11_000, ge=1)
 
 
 class IngestSettings(StrictModel):
@@ -194,6 +198,12 @@ class PrivacySettings(StrictModel):
         True, description="replace listener ids by keyed pseudonyms when a batch is ingested"
     )
     retention_days: int = Field(400, ge=1, description="raw event partitions older are dropped")
+    erased_refresh_seconds: float = Field(
+        2.0,
+        gt=0,
+        description="how often serving re-reads the erased-listeners set: an erased listener "
+        "is answered non-personalized within this many seconds",
+    )
 
 
 class ServingSettings(StrictModel):
@@ -226,6 +236,13 @@ class ServingSettings(StrictModel):
     log_flush_seconds: float = Field(1.0, gt=0, description="flush a partial batch this often")
     allow_fault_injection: bool = Field(
         False, description="drills only: accept POST /admin/faults (latency, errors, degenerate)"
+    )
+    # Limits of every HTTP endpoint of the stack, the gateway's and the recommenders' alike.
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="a request body larger than this is refused (413)"
+    )
+    body_timeout_seconds: float = Field(
+        10.0, gt=0, description="a request body not fully received within this is refused (408)"
     )
 
 
@@ -273,6 +290,21 @@ class GatewaySettings(StrictModel):
     max_connections: int = Field(100, ge=1, description="pooled HTTP connections per slot")
     start_timeout_seconds: float = Field(
         180.0, gt=0, description="a process of the stack must be ready within this"
+    )
+    supervise_interval_seconds: float = Field(
+        0.5, gt=0, description="`make serve` checks each process of the stack this often"
+    )
+    unready_grace_seconds: float = Field(
+        15.0, gt=0, description="a running process not answering its probe this long is dead"
+    )
+    restart_backoff_seconds: float = Field(
+        1.0, ge=0, description="wait before a restart; doubles with each recent restart"
+    )
+    max_restarts: int = Field(
+        5, ge=1, description="restarts of one process within restart_window_seconds, then give up"
+    )
+    restart_window_seconds: float = Field(
+        600.0, gt=0, description="the window max_restarts counts over"
     )
 
 
@@ -421,6 +453,11 @@ class Settings(BaseSettings):
         return self.config_dir or default_config_dir()
 
     @property
+    def mlflow_artifact_dir(self) -> Path:
+        """MLflow artifacts of every experiment, on every profile (never `./mlruns`)."""
+        return self.data_root / "mlflow-artifacts"
+
+    @property
     def tracking_uri(self) -> str:
         """MLflow tracking URI: the configured server, else SQLite under the data root."""
         return self.services.tracking_uri or f"sqlite:///{self.data_root / 'mlflow.db'}"
@@ -462,7 +499,7 @@ def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
         raise SettingsError(f"profile {name!r} has no config file at {path}")
     token = _yaml_file.set(path)
     try:
-        return Settings(profile=name, **overrides)
+        settings = Settings(profile=name, **overrides)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
@@ -470,3 +507,35 @@ def load_settings(profile: str | None = None, **overrides: Any) -> Settings:
         raise SettingsError(f"invalid settings (profile {name!r}, {path}): {problems}") from None
     finally:
         _yaml_file.reset(token)
+    owner_only(settings.data_root)
+    return settings
+
+
+OWNER_ONLY_UMASK = 0o077
+
+
+def owner_only(data_root: Path) -> None:
+    """Make everything this process writes owner-only, and fix a data root made before that.
+
+    The data root holds listening data, keys, tokens and the rollout store, so the process
+    umask drops group and other bits for every writer at once (SQLite, Parquet, MLflow, logs).
+    A data root left group/other-accessible by an older version is walked once and fixed,
+    then its own mode (0700) marks it done, so later loads cost one stat.
+    """
+    os.umask(OWNER_ONLY_UMASK)
+    try:
+        mode = data_root.stat().st_mode
+    except OSError:
+        return  # not made yet: whoever makes it does so under the umask
+    if not mode & OWNER_ONLY_UMASK:
+        return
+    for folder, dirs, files in os.walk(data_root):
+        for name in (*dirs, *files):
+            path = Path(folder) / name
+            try:
+                st = path.lstat()
+                if st.st_mode & OWNER_ONLY_UMASK and not path.is_symlink():
+                    path.chmod(st.st_mode & 0o700)
+            except OSError:
+                continue  # vanished or not ours: the 0700 root still shuts it away
+    data_root.chmod(mode & 0o700)

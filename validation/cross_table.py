@@ -19,9 +19,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from crossfade.data import domains as D
 from crossfade.data import lake
 from crossfade.data.contracts import CONTRACTS, Contract, contract
-from validation.suites import LOOKUP_RULES, LookupRule, lookup_rules, reference_flag
+from validation.suites import LOOKUP_RULES, LookupRule, id_flag, lookup_rules, reference_flag
 
 log = logging.getLogger("crossfade.validation")
 
@@ -133,7 +134,7 @@ class ReferenceIndex:
 
 
 def annotate(spec: Contract, data: pa.Table, refs: ReferenceIndex) -> pa.Table:
-    """Append the derived columns of the rows suite: reference flags, then lookup values.
+    """Append the derived columns of the rows suite: reference flags, lookup values, id flags.
 
     A column that is missing or retyped (already a schema failure) yields nulls, which the
     expectations skip, so one broken column is reported once, not once per dependent check.
@@ -158,4 +159,14 @@ def annotate(spec: Contract, data: pa.Table, refs: ReferenceIndex) -> pa.Table:
         else:
             values = pa.nulls(data.num_rows, lookup_type)
         data = data.append_column(rule.derived, values)
+    for column in spec.id_columns:
+        ok = valid_ids(data[column]) if usable(column) else pa.nulls(data.num_rows, pa.bool_())
+        data = data.append_column(id_flag(column), ok)
     return data
+
+
+def valid_ids(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    """Whether each id follows the rule serving accepts (null stays null: not_null judges it)."""
+    length = pc.binary_length(values)  # bytes >= characters: the regex bounds the alphabet
+    short = pc.less_equal(length, D.ID_MAX_LENGTH)
+    return pc.and_(short, pc.match_substring_regex(values, D.ID_PATTERN))

@@ -20,6 +20,7 @@ from validation.result import Failure
 from validation.suites import FILE
 
 MAX_VALUES = 8  # distinct unexpected values kept for the message
+MAX_TEXT = 80  # longer text values are cut in reports (a 10 MB id must not fill one)
 SET_PREVIEW = 6  # domain values shown in a message before "..."
 
 
@@ -35,6 +36,8 @@ def jsonable(value: Any) -> Any:
         return value.isoformat()
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return f"{value[:MAX_TEXT]}... ({len(value):,} characters)"
     if isinstance(value, int | float | str | bool):
         return value
     try:
@@ -231,7 +234,7 @@ def from_gx_result(
     columns = sample_columns + ([meta["derived"]] if kind == "lookup" else [])
     index = unexpected_index(config, res, frame, sample_rows) if error is None else []
     samples = sample_rows_of(frame, index, columns, rename)
-    if kind == "reference":  # GX saw the derived flag (False); show the ids themselves
+    if kind in ("reference", "id_format"):  # GX saw the derived flag; show the ids themselves
         values = list(dict.fromkeys(s.get(str(column)) for s in samples))
     return Finding(
         rule=meta.get("rule", config.type),
@@ -298,6 +301,17 @@ def message(f: Finding) -> str:
         return (
             f"{_rows(n)} {col} outside the batch window [{d['start']}, {d['end']}) "
             f"(window_start .. window_end + 1 day){_found(f.values[:3])}"
+        )
+    if f.kind == "plausible":
+        age = f", or more than {d['max_age_days']:,} days before the data clock {d['clock']}"
+        return (
+            f"{_rows(n)} implausible {col}: before {d['earliest']} (earliest_event"
+            f"{age if d.get('clock') else ''}){_found(f.values[:3])}"
+        )
+    if f.kind == "id_format":
+        return (
+            f"{_rows(n)} {_noun(col)} that serving would refuse: ids must be {d['rule_text']}"
+            f"{_found(f.values)}"
         )
     if f.kind == "future":
         return (

@@ -459,6 +459,16 @@ def _annotate_references(run: _Run, present: set[str]) -> None:
             )
 
 
+def _plausible(settings: Settings, info: lake.BatchInfo | None, moment: datetime) -> dict[str, Any]:
+    """The plausible-time floor: `earliest_event`, or `max_event_age_days` before the data
+    clock (the end of the newest data in the lake or in this batch, never after now)."""
+    rules = settings.validation
+    ends = [d for d in (lake.data_end(settings.lake_dir), info and info.window_end) if d]
+    clock = min(_midnight(max(ends)) + timedelta(days=1), moment) if ends else moment
+    floor = max(_midnight(rules.earliest_event), clock - timedelta(days=rules.max_event_age_days))
+    return {"earliest_ts": floor, "clock": clock, "max_age_days": rules.max_event_age_days}
+
+
 # --- entry point --------------------------------------------------------------------------
 
 
@@ -497,6 +507,7 @@ def validate_batch(
         latest_ts=moment + timedelta(minutes=rules.max_future_skew_minutes),
         skew_minutes=rules.max_future_skew_minutes,
         volume={t: (b.min_rows, b.max_rows) for t, b in bands.items()},
+        **_plausible(settings, info, moment),
     )
     run.runtime = runtime = GxRuntime(run.batch_id, rules.sample_rows)
     refs = _index_references(run, files)

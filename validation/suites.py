@@ -4,8 +4,10 @@ Every contract yields two suites:
 
 - the *rows* suite (`build_suite`), run on the Parquet parts of a table (one part, or a few
   consecutive ones up to a row budget, per run): the ordered column
-  list, non-null required columns, value domains, numeric ranges, the time window, no future
-  timestamps, references that resolve, and lookup rules such as ``ms_played <= duration_ms``;
+  list, non-null required columns, value domains, numeric ranges, ids serving accepts, the
+  time window, plausible times (not before the configured floor or too long before the data
+  clock), no future timestamps, references that resolve, and lookup rules such as
+  ``ms_played <= duration_ms``;
 - the *table* suite (`build_table_suite`), run once on the key column of the whole table
   (all parts together): unique keys, and the row-count band of the volume check.
 
@@ -32,6 +34,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from crossfade import columns as C
+from crossfade.data import domains as D
 from crossfade.data.contracts import Contract
 
 if TYPE_CHECKING:
@@ -68,6 +71,10 @@ class SuiteParams:
     window_end: datetime | None = None  # exclusive, UTC (last window day + 1 day)
     latest_ts: datetime | None = None  # now + max_future_skew_minutes
     skew_minutes: int = 0
+    # Plausibility: no time before this (earliest_event, or max_event_age_days before clock)
+    earliest_ts: datetime | None = None
+    clock: datetime | None = None  # the data clock the plausible window hangs from
+    max_age_days: int | None = None
     # table -> (min rows, max rows) of the volume check; absent tables are not checked
     volume: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -80,6 +87,11 @@ def reference_flag(column: str) -> str:
     return f"_known_{column}"
 
 
+def id_flag(column: str) -> str:
+    """Name of the derived boolean column saying whether `column` follows the id rule."""
+    return f"_valid_{column}"
+
+
 def lookup_rules(table: str) -> list[LookupRule]:
     """The lookup rules that apply to a table."""
     return [rule for rule in LOOKUP_RULES if rule.table == table]
@@ -88,7 +100,8 @@ def lookup_rules(table: str) -> list[LookupRule]:
 def derived_columns(spec: Contract) -> list[str]:
     """Columns the runner appends to a part before GX sees it, in a fixed order."""
     flags = [reference_flag(column) for column in spec.references]
-    return [*flags, *(rule.derived for rule in lookup_rules(spec.name)), FILE]
+    ids = [id_flag(column) for column in spec.id_columns]
+    return [*flags, *(rule.derived for rule in lookup_rules(spec.name)), *ids, FILE]
 
 
 def _meta(spec: Contract, column: str | None, kind: str, **extra: Any) -> dict[str, Any]:
@@ -124,6 +137,14 @@ def build_suite(spec: Contract, params: SuiteParams) -> ExpectationSuite:
                 min_value=low,
                 max_value=high,
                 meta=_meta(spec, column, "range", min=low, max=high),
+            )
+        )
+    for column in spec.id_columns:
+        items.append(
+            gxe.ExpectColumnValuesToBeInSet(
+                column=id_flag(column),
+                value_set=[True],
+                meta=_meta(spec, column, "id_format", rule_text=D.ID_RULE),
             )
         )
     if spec.time_column is not None:
@@ -173,6 +194,21 @@ def _time_expectations(spec: Contract, column: str, params: SuiteParams) -> list
                     "window",
                     start=params.window_start.date().isoformat(),
                     end=params.window_end.date().isoformat(),
+                ),
+            )
+        )
+    if params.earliest_ts is not None:
+        out.append(
+            gxe.ExpectColumnValuesToBeBetween(
+                column=column,
+                min_value=params.earliest_ts,
+                meta=_meta(
+                    spec,
+                    column,
+                    "plausible",
+                    earliest=params.earliest_ts.isoformat(),
+                    clock=params.clock.isoformat() if params.clock else None,
+                    max_age_days=params.max_age_days,
                 ),
             )
         )

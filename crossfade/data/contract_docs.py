@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from crossfade.data import domains as D
 from crossfade.data.contracts import CONTRACTS, Contract
 
 
@@ -32,6 +33,8 @@ def contract_table(spec: Contract) -> str:
             )
         if field.name in spec.references:
             rules.append(f"must exist in `{spec.references[field.name]}`")
+        if field.name in spec.id_columns:
+            rules.append(f"id: {D.ID_RULE}")
         if field.name == spec.key:
             rules.append("unique")
         doc = (field.metadata or {}).get(b"doc", b"").decode()

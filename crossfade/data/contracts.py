@@ -1,8 +1,10 @@
 """Data contracts: the Arrow schema and the rules of every table crossfade ingests.
 
 A contract is the single source of truth for a table's columns, types, nullability, value
-domains and numeric ranges. The simulator writes to it, importers map real data onto it,
-validation turns it into expectations, and `docs/data-contracts.md` describes it.
+domains, numeric ranges and id format (every `*_id` column follows `domains.ID_PATTERN`, the
+rule the serving API applies to listener and item ids). The simulator writes to it,
+importers map real data onto it, validation turns it into expectations, and
+`docs/data-contracts.md` describes it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,13 @@ class Contract:
     def column_names(self) -> list[str]:
         """Column names in contract order."""
         return list(self.schema.names)
+
+    @property
+    def id_columns(self) -> list[str]:
+        """Text id columns (`*_id`): each value must follow the id rule serving accepts."""
+        return [
+            f.name for f in self.schema if f.name.endswith("_id") and pa.types.is_string(f.type)
+        ]
 
     @property
     def required(self) -> list[str]:

@@ -71,3 +71,11 @@ PLATFORMS = ("ios", "android", "windows", "macos", "linux", "web", "cast", "unkn
 
 # A play counts as a stream (and pays out) after 30 s: stream farms aim just over it.
 STREAM_THRESHOLD_MS = 30_000
+
+# Ids: what the serving API accepts for a listener or an item id, and what every id column of
+# the contracts must satisfy, so the lake never holds an id that serving would refuse.
+# One definition: crossfade.serving.api and the contracts both read these.
+ID_MAX_LENGTH = 128
+ID_CHARACTERS = "A-Za-z0-9._:@-"
+ID_PATTERN = rf"^[{ID_CHARACTERS}]+$"
+ID_RULE = f"1..{ID_MAX_LENGTH} characters of {ID_CHARACTERS}"

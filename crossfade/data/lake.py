@@ -253,6 +253,12 @@ def published_fingerprints(lake_dir: Path) -> dict[str, str]:
     return {m["fingerprint"]: m["batch_id"] for m in manifests(lake_dir) if m.get("fingerprint")}
 
 
+def data_end(lake_dir: Path) -> date | None:
+    """The last day of the newest data published (the end of the lake's data clock)."""
+    ends = [m["window_end"] for m in manifests(lake_dir) if m.get("window_end")]
+    return date.fromisoformat(max(ends)) if ends else None
+
+
 def staged_row_counts(batch_dir: Path) -> tuple[dict[str, int], list[str]]:
     """Rows per table of a staged batch from Parquet footers, and the files that are unreadable."""
     counts: dict[str, int] = {}
