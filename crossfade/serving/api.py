@@ -1,8 +1,11 @@
-"""Request and response bodies of the recommender (and the gateway, which shares them).
+"""Request and response bodies of the recommender and the gateway: one definition for both.
 
 Strict pydantic models: unknown keys, wrong types and out-of-range values are rejected with
 an error whose location names the field (`context.timezone`, `k`, ...), which the service
-turns into a 4xx. Nothing here touches a model or a store.
+turns into a 4xx. The gateway and every recommender slot validate listener requests and
+feedback with these very classes (tests/drills/test_gateway_limits.py checks that they agree);
+ids follow the data contracts' rule (crossfade.data.domains), so serving accepts exactly the
+ids the lake may hold. Nothing here touches a model or a store.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from crossfade.data.domains import ID_MAX_LENGTH, ID_PATTERN
+
 Shelf = Literal["home", "discover_weekly"]
 FeedbackEvent = Literal["play", "skip", "save"]
 MAX_K = 100
 MAX_FEEDBACK_BATCH = 500
-_ID = r"^[A-Za-z0-9._:@-]+$"
+# One play longer than a day is no play: a bound that also keeps the number exact in every
+# JSON library on the way (a float past 2**53 is not).
+MAX_MS_PLAYED = 86_400_000
 
 
 class _Body(BaseModel):
@@ -53,7 +60,7 @@ class RequestContext(_Body):
 class RecommendRequest(_Body):
     """POST /recommend."""
 
-    listener_id: str = Field(min_length=1, max_length=128, pattern=_ID)
+    listener_id: str = Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)
     context: RequestContext
     shelf: Shelf
     k: int = Field(ge=1, le=MAX_K)
@@ -62,10 +69,10 @@ class RecommendRequest(_Body):
 class FeedbackRequest(_Body):
     """POST /feedback: what the listener did with a recommended item."""
 
-    listener_id: str = Field(min_length=1, max_length=128, pattern=_ID)
-    item_id: str = Field(min_length=1, max_length=128, pattern=_ID)
+    listener_id: str = Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)
+    item_id: str = Field(min_length=1, max_length=ID_MAX_LENGTH, pattern=ID_PATTERN)
     event: FeedbackEvent
-    ms_played: int | None = Field(None, ge=0)
+    ms_played: int | None = Field(None, ge=0, le=MAX_MS_PLAYED)
     timestamp: datetime
     slot: str | None = Field(None, max_length=32)
 

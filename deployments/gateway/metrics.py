@@ -32,6 +32,7 @@ class GatewayMetrics:
     shadow_latency: Any  # Histogram: shadow call latency, seconds
     feedback: Any  # Counter{slot, event}
     diversity: Any  # Gauge{slot}: distinct items / items shown, recent responses
+    refused_bodies: Any  # Counter{status}: bodies refused for size (413) or time (408)
 
 
 @cache
@@ -90,5 +91,11 @@ def gateway_metrics() -> GatewayMetrics:
             "crossfade_gateway_catalogue_diversity",
             "Distinct items / items shown over the slot's recent responses",
             ["slot"],
+        ),
+        refused_bodies=counter(
+            "crossfade_gateway_refused_bodies",
+            "Request bodies refused: 413 over serving.max_body_bytes, 408 slower than "
+            "serving.body_timeout_seconds",
+            ["status"],
         ),
     )

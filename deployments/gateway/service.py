@@ -8,6 +8,9 @@ which are BentoML services). Routes:
 - /admin/release/...: the release API for people (deployments/gateway/admin.py);
 - GET /healthz and /livez (process alive), GET /readyz (state read and blue ready),
   GET /metrics (Prometheus, deployments/gateway/metrics.py).
+Every route reads its body under `serving.max_body_bytes` and `serving.body_timeout_seconds`
+(413 / 408, connection closed; deployments/bodies.py:BodyLimits), counted in
+`crossfade_gateway_refused_bodies{status}`.
 
 Why not a BentoML service like the recommender: the gateway holds no model, and BentoML's
 per-request middlewares (HTTP metrics, timeout task, request context, tracing check) cost
@@ -32,7 +35,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from crossfade.config import Settings, load_settings
-from deployments.bodies import Reply, error_reply
+from deployments.bodies import BodyLimits, Limits, Reply, error_reply
 from deployments.gateway.admin import AdminAPI
 from deployments.gateway.metrics import gateway_metrics
 from deployments.gateway.proxy import Gateway as GatewayCore
@@ -141,16 +144,16 @@ LISTENER_ROUTES = {  # path -> the routing core's method that answers it
 }
 
 
-async def _body(receive: Receive) -> bytes:
+async def _body(receive: Receive) -> bytes | None:
+    """The whole body; None when the client left or BodyLimits refused it (answered already)."""
     chunks = []
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks)
+            return b"".join(chunks)
 
 
 async def _send_reply(send: Send, reply: Reply) -> None:
@@ -174,6 +177,8 @@ async def _listener_route(scope: Scope, receive: Receive, send: Send) -> bool:
     else:
         current = _current()
         raw = await _body(receive)
+        if raw is None:
+            return True  # nobody to answer, or BodyLimits answered 413 / 408
         if current is None or current.core is None:
             reply = Reply(503, error_reply(503, STARTING).body, {"retry-after": "1"})
         else:
@@ -247,8 +252,22 @@ admin_app = Starlette(
 )
 
 
-async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """The gateway's ASGI application: listener routes first, then the Starlette routes."""
+async def routes(scope: Scope, receive: Receive, send: Send) -> None:
+    """Listener routes first, then the Starlette routes."""
     if scope["type"] == "http" and await _listener_route(scope, receive, send):
         return
     await admin_app(scope, receive, send)
+
+
+def _limits() -> Limits:
+    current = _current()  # set by the lifespan, which runs before any request
+    return Limits.of(current.settings if current is not None else load_settings())
+
+
+def _count_refused() -> Callable[[int], None]:
+    counter = gateway_metrics().refused_bodies
+    return lambda status: counter.labels(status=str(status)).inc()
+
+
+# The gateway's ASGI application: the routes with every body read under the limits.
+app = BodyLimits(routes, limits=_limits, on_refused=_count_refused)

@@ -6,7 +6,9 @@ Models load in a background thread at start-up: /healthz answers at once, /ready
 until the models are loaded and the item-feature cache is warm. /admin/reload loads new
 refs beside the serving ones and swaps atomically; a failed load keeps the old ones.
 /admin/faults (drills only, `serving.allow_fault_injection`) makes this one slot slow, failing
-or degenerate at runtime. API and fallbacks: docs/serving.md.
+or degenerate at runtime. Every route reads its body under `serving.max_body_bytes` and
+`serving.body_timeout_seconds` (413 / 408, deployments/bodies.py:BodyLimits, as the gateway).
+API and fallbacks: docs/serving.md.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from crossfade.serving.api import (
 )
 from crossfade.serving.logs import FEEDBACK, REQUESTS, BatchedLog, logs_dir
 from crossfade.serving.pipeline import RecommendationPipeline
-from deployments.bodies import Reply, error_reply, parse_request
+from deployments.bodies import BodyLimits, Limits, Reply, error_reply, parse_request
 from deployments.heap import settle_heap
 from deployments.recommender.loading import (
     build_pipeline,
@@ -69,6 +71,7 @@ class RecommenderMetrics:
     fallbacks: Any  # Counter{slot, fallback}
     stale_features: Any  # Counter{slot, kind}
     feedback: Any  # Counter{slot, event, served_by}
+    refused_bodies: Any  # Counter{slot, status}: 413 too large, 408 too slow
 
 
 @cache
@@ -109,6 +112,12 @@ def recommender_metrics() -> RecommenderMetrics:
             name="crossfade_recommender_feedback",
             documentation="feedback events received, by event and the slot that served the item",
             labelnames=["slot", "event", "served_by"],
+        ),
+        refused_bodies=counter(
+            name="crossfade_recommender_refused_bodies",
+            documentation="request bodies refused: 413 over serving.max_body_bytes, 408 slower "
+            "than serving.body_timeout_seconds",
+            labelnames=["slot", "status"],
         ),
     )
 
@@ -394,3 +403,17 @@ class Recommender:
             ctx.response.status_code = 401
             return {"error": "missing or wrong bearer token"}
         return None
+
+
+def _count_refused() -> Any:
+    """Count a refused body against this worker's slot (metrics exist only inside a worker)."""
+    counter, slot = recommender_metrics().refused_bodies, load_settings().serving.slot
+    return lambda status: counter.labels(slot=slot, status=str(status)).inc()
+
+
+# Every route, admin ones included, reads its body under the same limits as the gateway.
+Recommender.add_asgi_middleware(
+    BodyLimits,  # type: ignore[arg-type]  # an ASGI middleware, not BentoML's own Protocol
+    limits=lambda: Limits.of(load_settings()),
+    on_refused=_count_refused,
+)

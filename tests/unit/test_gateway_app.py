@@ -10,6 +10,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from crossfade.config import load_settings
 from deployments.bodies import Reply
 from deployments.gateway import service
 from deployments.gateway.metrics import gateway_metrics
@@ -50,7 +51,7 @@ def client() -> Iterator[TestClient]:
 
 
 def _install(core: Any) -> None:
-    fake = SimpleNamespace(core=core)
+    fake = SimpleNamespace(core=core, settings=load_settings())  # settings: the body limits
 
     async def ready() -> bool:
         return bool(await core.ready())
