@@ -290,6 +290,12 @@ def _online_stores(settings: Any) -> list[Any]:
     return list(online_stores(settings))
 
 
+def _model_artifact_stores(settings: Any) -> list[Any]:
+    from model_registry.erasure import model_artifact_stores
+
+    return list(model_artifact_stores(settings))
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     """Add `data ingest`, `features ...`, `train ...`, `candidates ...` and `run` to the CLI."""
     data_app, root = groups["data"], groups["root"]
@@ -299,6 +305,7 @@ def register(groups: dict[str, typer.Typer]) -> None:
 
     # `crossfade privacy erase|verify` reach the Feast online stores (feast imported lazily).
     register_store_factory("feast_online", _online_stores)
+    register_store_factory("model_artifacts", _model_artifact_stores)  # MLflow, lazily too
 
     @data_app.command("ingest")
     def data_ingest(

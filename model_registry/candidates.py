@@ -23,6 +23,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 from crossfade.candidates.generator import Listener
 from crossfade.candidates.model import CandidateModel
 from crossfade.config import Settings
+from model_registry.registry import use_experiment
 
 ARTIFACT = "candidate_model"
 OUTPUT_COLUMNS = ["user_id", "item_id", "source", "sources", "score", "rank"]
@@ -79,8 +80,7 @@ def register_candidates(
     model_card: str,
 ) -> Registered:
     """Log the model with params, metrics, lineage tags and a model card; register a version."""
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_experiment("crossfade-candidates")
+    use_experiment(settings, "crossfade-candidates")
     example = pd.DataFrame(
         {
             "user_id": model.profile_ids[:2] or ["u-example"],

@@ -13,7 +13,7 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from crossfade.config import Settings
 from crossfade.ranking.ranker import RankerModel
-from model_registry.registry import mlflow_metric_names
+from model_registry.registry import mlflow_metric_names, use_experiment
 
 ARTIFACT = "ranker_model"
 MODEL_NAME = "crossfade-ranker"
@@ -49,8 +49,7 @@ def register_ranker(
     importance_png: Path | None = None,
 ) -> tuple[str, str]:
     """Log the ranker (params, metrics, lineage, card, importance plot): (run id, version)."""
-    mlflow.set_tracking_uri(settings.tracking_uri)
-    mlflow.set_experiment(MODEL_NAME)
+    use_experiment(settings, MODEL_NAME)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name="train-ranker") as run:
         folder = model.save(Path(tmp) / ARTIFACT)
         mlflow.log_params(

@@ -2,14 +2,65 @@
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from crossfade.config import Settings
+
+log = logging.getLogger(__name__)
+
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous_champion"
+
+
+def use_experiment(settings: Settings, name: str) -> str:
+    """Make `name` the active experiment, its artifacts under the data root; returns its id.
+
+    MLflow's default artifact root is `./mlruns` in the working directory, outside the data
+    root (and outside erasure, backups and permissions), on every profile without an artifact
+    server; so the experiment is created with its location under `mlflow_artifact_dir`. An
+    experiment made elsewhere by an older version is renamed aside (its runs and registered
+    versions stay readable) and a new one takes the name.
+    """
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    c = mlflow.MlflowClient()
+    folder = settings.mlflow_artifact_dir / name
+    found = c.get_experiment_by_name(name)
+    if found is not None and not _under(found.artifact_location, settings.mlflow_artifact_dir):
+        aside = f"{name}-outside-data-root-{found.experiment_id}"
+        log.warning(
+            "MLflow experiment keeps its artifacts outside the data root: renamed aside",
+            extra={"experiment": name, "renamed": aside, "location": found.artifact_location},
+        )
+        c.rename_experiment(found.experiment_id, aside)
+        found = None
+    if found is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            experiment_id = c.create_experiment(name, artifact_location=folder.as_uri())
+        except MlflowException:  # another process created it first
+            made = c.get_experiment_by_name(name)
+            if made is None:
+                raise
+            experiment_id = made.experiment_id
+    else:
+        experiment_id = found.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return str(experiment_id)
+
+
+def _under(location: str, folder: Path) -> bool:
+    """Whether an MLflow artifact location (URI or path) lies inside `folder`."""
+    path = Path(location)
+    if location.startswith("file:"):
+        path = Path(unquote(urlparse(location).path))
+    return path.is_absolute() and path.resolve().is_relative_to(folder.resolve())
 
 
 def client(tracking_uri: str) -> mlflow.MlflowClient:

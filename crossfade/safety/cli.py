@@ -13,7 +13,7 @@ from rich.table import Table
 from crossfade import columns as C
 from crossfade.cli import ProfileOption, console, err_console, fail, settings_or_exit
 from crossfade.config import Settings
-from crossfade.safety.erasure import Finding
+from crossfade.safety.erasure import Eraser, Finding
 
 safety_app = typer.Typer(help="Bot detection and bias audits.", no_args_is_help=True)
 privacy_app = typer.Typer(help="Erasure, verification and retention.", no_args_is_help=True)
@@ -113,11 +113,27 @@ def _ids_and_pseudonym(settings: Settings, listener: str) -> tuple[frozenset[str
 
 def _print_findings(title: str, findings: list[Finding]) -> None:
     table = Table(title=title, show_edge=False)
-    for column in ("store", "location", "rows"):
+    for column in ("store", "location", "rows", "what to do"):
         table.add_column(column)
     for f in findings:
-        table.add_row(f.store, f.location, str(f.rows))
+        todo = f.note if not f.cleanable else "`crossfade privacy erase` removes it"
+        table.add_row(f.store, f.location, str(f.rows), todo)
     console.print(table)
+
+
+def _print_per_store(stores: list[Eraser], findings: list[Finding]) -> None:
+    """One line per store: clean, or how many rows remain and whether erase can remove them."""
+    for store in stores:
+        mine = [f for f in findings if f.store == store.name]
+        if not mine:
+            console.print(f"[green]{store.name}: nothing found[/green]")
+            continue
+        cleanable = sum(f.rows for f in mine if f.cleanable)
+        held = [f for f in mine if not f.cleanable]
+        parts = [f"{cleanable} row(s) erase can remove"] if cleanable else []
+        if held:
+            parts.append(f"{sum(f.rows for f in held)} that erase cannot clean here")
+        console.print(f"[red]{store.name}: {', '.join(parts)}[/red]")
 
 
 @privacy_app.command("erase")
@@ -125,21 +141,45 @@ def privacy_erase(
     listener: Annotated[str, typer.Argument(help="the listener's id (raw or pseudonym)")],
     profile: ProfileOption = None,
 ) -> None:
-    """Remove a listener from every store, verify, and write an audit record."""
+    """Stop personalizing for a listener, remove them from every store, verify, audit.
+
+    The erased-listeners set is written first, so serving answers the listener
+    non-personalized within `privacy.erased_refresh_seconds` even while the stores are
+    being cleaned; what cannot be cleaned here (inside trained models) is listed honestly.
+    """
+    from crossfade.safety.erased import record_erased
     from crossfade.safety.erasure import all_stores, audit_record, erase_listener, write_audit
+    from crossfade.safety.privacy import PrivacyError, serving_ids
 
     settings = settings_or_exit(profile)
     ids, pseudonym, kid = _ids_and_pseudonym(settings, listener)
+    try:
+        erased = record_erased(settings, serving_ids(settings, listener))
+    except PrivacyError as exc:
+        raise fail(str(exc)) from None
+    console.print(
+        f"serving ignores the listener from now on (within "
+        f"{settings.privacy.erased_refresh_seconds:g} s): {erased}"
+    )
     stores = all_stores(settings)
     removed, remaining = erase_listener(stores, ids)
-    path = write_audit(
-        settings, audit_record(pseudonym, kid, stores, removed, sum(f.rows for f in remaining))
+    left = [f for f in remaining if f.cleanable]
+    held = [f for f in remaining if not f.cleanable]
+    record = audit_record(
+        pseudonym, kid, stores, removed, sum(f.rows for f in left), sum(f.rows for f in held)
     )
+    path = write_audit(settings, record)
     _print_findings(f"removed ({len(stores)} stores scanned)", removed)
     console.print(f"audit record appended to {path}")
-    if remaining:
-        _print_findings("STILL PRESENT", remaining)
-        raise fail("erasure incomplete: the stores above still hold the listener")
+    if held:
+        _print_findings("NOT CLEANED HERE (the listener stays in these until retrained)", held)
+        console.print(
+            "[yellow]serving answers this listener non-personalized while the loaded models "
+            "hold them; retrain and release to remove them from the models[/yellow]"
+        )
+    if left:
+        _print_findings("STILL PRESENT", left)
+        raise fail("erasure incomplete: the stores above still hold the listener; run it again")
 
 
 @privacy_app.command("verify")
@@ -147,13 +187,15 @@ def privacy_verify(
     listener: Annotated[str, typer.Argument(help="the listener's id (raw or pseudonym)")],
     profile: ProfileOption = None,
 ) -> None:
-    """Scan every store; exit 1 and list the places if anything of the listener remains."""
+    """Scan every store; exit 1 and say, per store, what remains and whether erase can
+    remove it (anything inside a trained model needs a retrain)."""
     from crossfade.safety.erasure import all_stores, verify_listener
 
     settings = settings_or_exit(profile)
     ids, _, _ = _ids_and_pseudonym(settings, listener)
     stores = all_stores(settings)
     remaining = verify_listener(stores, ids)
+    _print_per_store(stores, remaining)
     if remaining:
         _print_findings("listener data found", remaining)
         raise typer.Exit(1)

@@ -4,13 +4,20 @@ Each store is an `Eraser`: `erase` removes the listener's rows and says what it 
 `find` scans and says where anything is left. The registry holds the core's file stores (the
 lake, staged and quarantined batches, feature tables, serving logs, experiment exposures, bot
 flags); packages above the core register the stores they own (the Feast online stores, in
-`feature_repo/erasure.py`) with `register_store_factory`. Erasure is idempotent, so an
-interrupted run is finished by running it again; the lake keeps its commit protocol (new files,
-then the manifest, then the old files are removed) so readers never see a half-erased batch.
+`feature_repo/erasure.py`; the MLflow model artifacts, in `model_registry/erasure.py`) with
+`register_store_factory`. Erasure is idempotent, so an interrupted run is finished by running it
+again; the lake keeps its commit protocol (new files, then the manifest, then the old files are
+removed) so readers never see a half-erased batch.
+
+A `Finding` that cannot be cleaned where it is (`cleanable=False`: a binary raw file, ids inside
+a trained model's parameters) says so and what to do in its `note`; erasure reports those
+honestly instead of claiming a clean store.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import uuid
@@ -18,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -32,15 +39,32 @@ from crossfade.safety import paths
 LISTENER_ID = "listener_id"  # serving logs and exposure logs name the listener this way
 ID_COLUMNS = (C.USER_ID, LISTENER_ID)
 AUDIT_FILE = "erasures.jsonl"
+# Header names of the listener column in raw input files (the importers' formats and common
+# spellings); a raw file without such a header is taken to hold the listener first
+# (MovieLens, Last.fm-1K, RecBole .inter files all do).
+RAW_USER_COLUMNS = frozenset(
+    {"user_id", "userid", "user", "user_id:token", "listener_id", "account_id", "uid"}
+)
+RAW_DELIMITERS = ("::", "\t", ",", ";", "|")
+# Raw files named like these hold the catalogue, not listening: their first field is no listener.
+CATALOGUE_NAMES = ("item", "movie", "artist", "track", "genre", "occupation", "info")
+TEXT_REPORT_SUFFIXES = (".html", ".htm", ".md", ".txt")
+MIN_SUBSTRING_ID = 8  # shorter ids ("196") are only matched as whole fields or JSON strings
+ERASED_MARK = "[erased]"
 
 
 @dataclass(frozen=True)
 class Finding:
-    """Rows (or keys) of the listener in one place of one store."""
+    """Rows (or keys) of the listener in one place of one store.
+
+    `cleanable` False: erasure cannot remove them here; `note` says why and what to do.
+    """
 
     store: str
     location: str
     rows: int
+    cleanable: bool = True
+    note: str = ""
 
 
 class Eraser(Protocol):
@@ -78,7 +102,7 @@ def _matches(table: pa.Table, column: str, ids: frozenset[str]) -> pa.Array:
     return pc.fill_null(pc.is_in(values, value_set=pa.array(sorted(ids), pa.string())), False)
 
 
-def _parquet_rows(path: Path, ids: frozenset[str]) -> int:
+def parquet_rows(path: Path, ids: frozenset[str]) -> int:
     schema = pq.read_schema(path)
     column = _id_column(schema.names)
     if column is None:
@@ -87,7 +111,7 @@ def _parquet_rows(path: Path, ids: frozenset[str]) -> int:
     return int(pc.sum(_matches(table, column, ids)).as_py() or 0)
 
 
-def _without(path: Path, ids: frozenset[str]) -> tuple[pa.Table, int] | None:
+def without_ids(path: Path, ids: frozenset[str]) -> tuple[pa.Table, int] | None:
     """The file's table minus the ids' rows and how many went, or None if nothing matched."""
     table = pq.read_table(path)
     column = _id_column(table.column_names)
@@ -150,7 +174,7 @@ class FileTreeEraser:
                 if removed:
                     lake.atomic_write_text(path, "".join(f"{line}\n" for line in keep))
             else:
-                result = _without(path, ids)
+                result = without_ids(path, ids)
                 if result is None:
                     continue
                 table, removed = result
@@ -164,11 +188,186 @@ class FileTreeEraser:
         found: list[Finding] = []
         for path in self._files():
             rows = (
-                _jsonl_lines(path, ids)[1] if path.suffix == ".jsonl" else _parquet_rows(path, ids)
+                _jsonl_lines(path, ids)[1] if path.suffix == ".jsonl" else parquet_rows(path, ids)
             )
             if rows:
                 found.append(Finding(self.name, str(path), rows))
         return found
+
+
+# --- raw text, JSON and text reports --------------------------------------------------------
+
+
+def _decode(data: bytes) -> tuple[str, str] | None:
+    """Text and codec of a file, or None for binary (NUL bytes in UTF-8, undecodable)."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16"), "utf-16"
+        except UnicodeDecodeError:
+            return None
+    if b"\x00" in data[:65_536]:
+        return None
+    return data.decode("utf-8", errors="surrogateescape"), "utf-8"
+
+
+def _encode(text: str, codec: str) -> bytes:
+    return text.encode(codec, errors="surrogateescape" if codec == "utf-8" else "strict")
+
+
+def _split(line: str, delimiter: str) -> list[str]:
+    if len(delimiter) > 1:
+        return line.split(delimiter)
+    try:
+        return next(csv.reader(io.StringIO(line), delimiter=delimiter))
+    except (csv.Error, StopIteration):
+        return line.split(delimiter)
+
+
+def delimited_lines(text: str, ids: frozenset[str], first_column: bool) -> tuple[list[str], int]:
+    """Lines of a delimited text file without the ids' rows, and how many went.
+
+    The listener column is the one a header (a first line without digits) names as a listener
+    (RAW_USER_COLUMNS); a header without one means no listener column; with no header, raw
+    input (`first_column`) holds the listener first. A line that matches nothing stays.
+    """
+    lines = text.splitlines(keepends=True)
+    if not lines:
+        return lines, 0
+    first = lines[0].rstrip("\r\n")
+    delimiter = next((d for d in RAW_DELIMITERS if d in first), None)
+    fields = _split(first, delimiter) if delimiter else [first]
+    names = [f.strip().strip('"').lower() for f in fields]
+    column = next((i for i, n in enumerate(names) if n in RAW_USER_COLUMNS), None)
+    header = column is not None or not any(ch.isdigit() for ch in first)
+    if column is None:
+        if header or not first_column:
+            return lines, 0
+        column = 0
+    keep = lines[:1] if header else []
+    removed = 0
+    for line in lines[1:] if header else lines:
+        values = _split(line.rstrip("\r\n"), delimiter) if delimiter else [line.rstrip("\r\n")]
+        if len(values) > column and values[column].strip().strip('"') in ids:
+            removed += 1
+        else:
+            keep.append(line)
+    return keep, removed
+
+
+def scrub_json(value: Any, ids: frozenset[str]) -> tuple[Any, int]:
+    """The JSON value with every string (or key) equal to an id, or holding a long one,
+    replaced by ERASED_MARK; and how many were."""
+    if isinstance(value, str):
+        if value in ids or any(i in value for i in ids if len(i) >= MIN_SUBSTRING_ID):
+            return ERASED_MARK, 1
+        return value, 0
+    if isinstance(value, list):
+        out, hits = [], 0
+        for item in value:
+            new, n = scrub_json(item, ids)
+            out.append(new)
+            hits += n
+        return out, hits
+    if isinstance(value, dict):
+        scrubbed: dict[str, Any] = {}
+        hits = 0
+        for key, item in value.items():
+            new, n = scrub_json(item, ids)
+            new_key, k = scrub_json(key, ids)
+            scrubbed[f"{new_key}-{len(scrubbed)}" if k and new_key in scrubbed else new_key] = new
+            hits += n + k
+        return scrubbed, hits
+    return value, 0
+
+
+def _scrub_text(text: str, ids: frozenset[str]) -> tuple[str, int]:
+    """Free text (HTML, Markdown) with every long id replaced by ERASED_MARK."""
+    hits = 0
+    for i in ids:
+        if len(i) >= MIN_SUBSTRING_ID and i in text:
+            hits += text.count(i)
+            text = text.replace(i, ERASED_MARK)
+    return text, hits
+
+
+def byte_hits(data: bytes, ids: frozenset[str]) -> int:
+    """Occurrences of the ids in raw bytes (ids too short to be told from noise are skipped)."""
+    return sum(data.count(i.encode("utf-8")) for i in ids if len(i) >= MIN_SUBSTRING_ID)
+
+
+@dataclass
+class MixedTreeEraser:
+    """Every kind of file under a folder: data files by rows, JSON and text reports by value.
+
+    Parquet and JSONL lose the ids' rows; JSON reports (validation results, batch.json) and
+    text reports (HTML, Markdown) get the ids replaced by ERASED_MARK; with `raw` (quarantined
+    input that could not be imported: CSV, TSV, `::`-separated, any encoding with a BOM) every
+    other text file loses the lines whose listener column holds an id. Each file is rewritten
+    atomically. A binary file that holds an id is reported, not cleaned.
+    """
+
+    name: str
+    root: Path
+    raw: bool = False
+
+    def _scan(self, path: Path, ids: frozenset[str], write: bool) -> Finding | None:
+        suffix = path.suffix.lower()
+        if suffix == ".parquet":
+            if not write:
+                rows = parquet_rows(path, ids)
+                return Finding(self.name, str(path), rows) if rows else None
+            result = without_ids(path, ids)
+            if result is None:
+                return None
+            lake.atomic_write_parquet(result[0], path)
+            return Finding(self.name, str(path), result[1])
+        if suffix == ".jsonl":
+            keep, removed = _jsonl_lines(path, ids)
+            if removed and write:
+                lake.atomic_write_text(path, "".join(f"{line}\n" for line in keep))
+            return Finding(self.name, str(path), removed) if removed else None
+        data = path.read_bytes()
+        decoded = _decode(data)
+        if decoded is None:
+            hits = byte_hits(data, ids)
+            note = f"binary file: cannot be rewritten; delete {path} (or its batch folder)"
+            return Finding(self.name, str(path), hits, False, note) if hits else None
+        text, codec = decoded
+        if suffix == ".json":
+            try:
+                scrubbed, hits = scrub_json(json.loads(text), ids)
+            except json.JSONDecodeError:
+                scrubbed, hits = None, 0
+            if scrubbed is not None:
+                if hits and write:
+                    lake.atomic_write_text(path, json.dumps(scrubbed, indent=2, sort_keys=True))
+                return Finding(self.name, str(path), hits) if hits else None
+        if suffix in TEXT_REPORT_SUFFIXES:
+            new_text, hits = _scrub_text(text, ids)
+        else:
+            catalogue = any(word in path.name.lower() for word in CATALOGUE_NAMES)
+            keep, hits = delimited_lines(text, ids, first_column=self.raw and not catalogue)
+            new_text = "".join(keep)
+        if hits and write:
+            lake.atomic_write_bytes(path, _encode(new_text, codec))
+        return Finding(self.name, str(path), hits) if hits else None
+
+    def _files(self) -> Iterator[Path]:
+        if not self.root.is_dir():
+            return
+        for path in sorted(self.root.rglob("*")):
+            if path.is_file() and not path.name.startswith(".") and not path.is_symlink():
+                yield path
+
+    def erase(self, ids: frozenset[str]) -> list[Finding]:
+        """Rewrite every file that holds the ids; binary files are left (see `find`)."""
+        found = (self._scan(path, ids, write=True) for path in self._files())
+        return [f for f in found if f is not None and f.cleanable]
+
+    def find(self, ids: frozenset[str]) -> list[Finding]:
+        """Where the ids remain, file by file."""
+        found = (self._scan(path, ids, write=False) for path in self._files())
+        return [f for f in found if f is not None]
 
 
 @dataclass
@@ -186,7 +385,7 @@ class LakeEraser:
             try:
                 for table_name, rels in manifest["files"].items():
                     for i, rel in enumerate(rels):
-                        result = _without(self.lake_dir / rel, ids)
+                        result = without_ids(self.lake_dir / rel, ids)
                         if result is None:
                             continue
                         table, removed = result
@@ -216,7 +415,7 @@ class LakeEraser:
         """Scan every Parquet file in the lake, committed or not (nothing may linger)."""
         found: list[Finding] = []
         for path in _data_files(self.lake_dir):
-            rows = _parquet_rows(path, ids) if path.suffix == ".parquet" else 0
+            rows = parquet_rows(path, ids) if path.suffix == ".parquet" else 0
             if rows:
                 found.append(Finding(self.name, str(path.relative_to(self.lake_dir)), rows))
         return found
@@ -228,7 +427,8 @@ def core_stores(settings: Settings) -> list[Eraser]:
     return [
         LakeEraser(settings.lake_dir),
         FileTreeEraser("staging", settings.staging_dir),
-        FileTreeEraser("quarantine", settings.quarantine_dir),
+        MixedTreeEraser("quarantine", settings.quarantine_dir, raw=True),
+        MixedTreeEraser("reports", settings.reports_dir),
         FileTreeEraser("feature_tables", features),
         FileTreeEraser("serving_logs", paths.logs_dir(settings)),
         FileTreeEraser("experiment_exposures", paths.experiments_dir(settings)),
@@ -262,6 +462,7 @@ class ErasureRecord:
     stores: list[str]
     removed: dict[str, int]
     remaining: int
+    held_in_models: int = 0  # inside trained models: gone when retrained (docs/privacy.md)
 
     def to_json(self) -> str:
         """One JSONL line."""
@@ -296,7 +497,12 @@ def write_audit(settings: Settings, record: ErasureRecord) -> Path:
 
 
 def audit_record(
-    pseudonym: str, key_id: str, stores: list[Eraser], removed: list[Finding], remaining: int
+    pseudonym: str,
+    key_id: str,
+    stores: list[Eraser],
+    removed: list[Finding],
+    remaining: int,
+    held_in_models: int = 0,
 ) -> ErasureRecord:
     """Summarise an erasure for the audit log."""
     per_store: dict[str, int] = {}
@@ -309,4 +515,5 @@ def audit_record(
         stores=[s.name for s in stores],
         removed=per_store,
         remaining=remaining,
+        held_in_models=held_in_models,
     )

@@ -335,3 +335,24 @@ def edge_pseudonymizer(settings: Settings) -> Callable[[str], str]:
         return pseudonymize(raw_id, key)
 
     return to_pseudonym
+
+
+def looks_like_pseudonym(value: str) -> bool:
+    """Whether a listener id has the shape of a pseudonym ("p" + 24 hex digits)."""
+    body = value[len(PSEUDONYM_PREFIX) :]
+    return (
+        value.startswith(PSEUDONYM_PREFIX)
+        and len(body) == PSEUDONYM_HEX
+        and all(ch in "0123456789abcdef" for ch in body)
+    )
+
+
+def serving_ids(settings: Settings, listener: str) -> frozenset[str]:
+    """The ids a recommender knows this listener by (raw id or pseudonym given): their
+    pseudonym when the stores are pseudonymous, else the id as given."""
+    key = stores_key(settings)
+    if key is None:
+        return frozenset({listener})
+    if looks_like_pseudonym(listener):
+        return frozenset({listener, pseudonymize(listener, key)})
+    return frozenset({pseudonymize(listener, key)})

@@ -16,6 +16,9 @@ RANKER_MISSING = "ranker_missing"
 RANKER_FAILED = "ranker_failed"
 POPULAR_IN_COHORT = "popular_in_cohort"
 RERANK_FAILED = "rerank_failed"  # ranked order, safety-checked
+# The listener was erased (crossfade privacy erase) and the loaded models were trained on
+# their data: popular in the request's market, nothing of theirs used, until retrained.
+LISTENER_ERASED = "listener_erased"
 NO_MODELS = "models_not_loaded"  # the process has nothing to answer with yet (readyz is 503)
 
 
@@ -34,6 +37,7 @@ ALL: tuple[str, ...] = (
     RANKER_FAILED,
     POPULAR_IN_COHORT,
     RERANK_FAILED,
+    LISTENER_ERASED,
     NO_MODELS,
     *(over_budget(s) for s in STAGES),
 )

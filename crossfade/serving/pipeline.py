@@ -17,7 +17,10 @@ same answers (`tests/unit/test_serving_fast_path.py`). `fast=False` answers thro
 pandas definitions themselves (`serving.reference`), for those tests and the benchmark.
 
 Fallbacks (named in `crossfade.serving.fallbacks`, reported in every response): a failed or
-missing model answers with what is popular in the listener's market for their cohort; a
+missing model answers with what is popular in the listener's market for their cohort; an
+erased listener (`safety.erased`) whom the loaded models still hold is answered popular in the
+request's market with nothing of theirs (no features, history, age or tier), until a model
+trained without them is loaded; a
 stage that ends past its budget stops the pipeline there and the best answer so far is
 served (candidate order, or ranked order without re-ranking). Budgets are checked when a
 stage ends: Python cannot pre-empt a running stage. Whatever the path, the response passes
@@ -34,7 +37,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -170,6 +173,7 @@ class RecommendationPipeline:
         now: Callable[[], datetime] = _utcnow,
         fast: bool = True,
         compiled: Mapping[str, CompiledForest] | None = None,
+        erased: Container[str] | None = None,
     ) -> None:
         unknown = sorted(set(budgets_ms) - set(F.STAGES))
         absent = sorted(set(F.STAGES) - set(budgets_ms))
@@ -212,6 +216,15 @@ class RecommendationPipeline:
         }  # fmt: skip
         self._rerank_lock = threading.Lock()
         self.fresh_release_days = model.settings.fresh_release_days
+        # erased listeners (safety.erased) are ignored while these models hold their data
+        self.erased = erased
+        self._held = (
+            frozenset(self._known)
+            | frozenset(map(str, model.profile_ids))
+            | frozenset(map(str, model.recent))
+            | frozenset(map(str, model.cf.user_ids))
+            | frozenset(map(str, self.history.artist_share))
+        )
 
     def warm(self) -> str | None:
         """Fill the item-feature cache now (load time), so no request pays the bulk read."""
@@ -238,6 +251,10 @@ class RecommendationPipeline:
                     )
             except ValidationError:  # an imported id or market the API would refuse
                 continue
+
+    def is_erased(self, listener_id: str) -> bool:
+        """Whether this listener was erased and the loaded models still hold their data."""
+        return self.erased is not None and listener_id in self._held and listener_id in self.erased
 
     # --- stages ------------------------------------------------------------------------
     def _user(self, user_id: str, now: datetime, run: _Run) -> FeatureVector:
@@ -410,7 +427,8 @@ class RecommendationPipeline:
                 self.catalog, picked_ids, listener.country, listener.age_bucket
             )
         final = [i for i, keep in zip(picked, shown, strict=True) if keep][:k]
-        played = self.history.artist_share.get(listener.user_id, {})
+        erased = F.LISTENER_ERASED in run.fallbacks
+        played = {} if erased else self.history.artist_share.get(listener.user_id, {})
         items = []
         for i in final:
             item_id = ranked.ids[i]
@@ -449,6 +467,11 @@ class RecommendationPipeline:
         now = self.now()
         today = epoch_day(now)
         market = market_of(request.context.country)
+        if self.is_erased(request.listener_id):
+            run.fallback(F.LISTENER_ERASED)
+            anyone = Listener(request.listener_id, market)  # request facts only: minor-safe
+            ranked = self._popular(anyone, request.k, request.shelf, run)
+            return self._finish(request, anyone, ranked, range(len(ranked.ids)), run, today)
         with run.stage("features"):
             vector = self._user(request.listener_id, now, run)
         listener = self._listener(request.listener_id, market, vector)

@@ -22,6 +22,7 @@ from crossfade.log import get_logger
 from crossfade.ranking.compiled import CompiledForest, CompileError, agree, compile_ranker
 from crossfade.ranking.dataset import History
 from crossfade.reranking import Reranker, default_reranking_path, load_reranking
+from crossfade.safety.erased import ErasedListeners
 from crossfade.serving.pipeline import ModelSet, RecommendationPipeline
 from model_registry.candidates import load_candidates
 from model_registry.ranker import MODEL_NAME as RANKER_NAME
@@ -159,6 +160,7 @@ def build_pipeline(
         policy=features.policy if features is not None else None,
         artist_names=history[1],
         compiled=compiled,
+        erased=ErasedListeners.of(settings),  # docs/privacy.md: erasure and serving
     )
     pipeline.warm()
     pipeline.warm_up()
