@@ -11,6 +11,10 @@ Each BentoML service gets a private `BENTOML_HOME` unless `env` names one: `bent
 `$BENTOML_HOME/prometheus_multiproc_dir` at start-up, so a shared home would wipe the metrics
 of every BentoML process already running. Stopping walks the process tree (psutil): BentoML's
 workers run in sessions of their own, beyond the reach of a signal to the process group.
+
+Every process of a stack carries `STACK_ENV=<stack id>:<member>` in its environment (children
+inherit it, BentoML workers included), so `tagged()` finds all of them by data root even when
+their parents died and no PID file names them any more.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ import psutil
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 Server = Literal["bentoml", "uvicorn"]
+STACK_ENV = "XFADE_STACK"  # not CROSSFADE_*: settings refuse unknown variables of that prefix
+DATA_ROOT_ENV = "CROSSFADE_DATA_ROOT"
 KEEPALIVE_SECONDS = 5  # idle keep-alive of a uvicorn-served app: uvicorn's default, as in BentoML
 
 
@@ -49,6 +55,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def running(proc: psutil.Process) -> bool:
+    """Whether `proc` (the very process, not a reused PID) still runs; a zombie does not."""
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 @dataclass
 class ServiceProcess:
     """A running service process (`bentoml serve` or uvicorn)."""
@@ -59,6 +73,7 @@ class ServiceProcess:
     stderr_path: Path
     _stderr: IO[bytes] = field(repr=False)
     private_home: Path | None = None  # a BENTOML_HOME this handle created and removes at stop
+    known: list[psutil.Process] = field(default_factory=list, repr=False)  # see remember()
 
     @property
     def url(self) -> str:
@@ -84,6 +99,17 @@ class ServiceProcess:
         except psutil.NoSuchProcess:
             return []
 
+    def remember(self) -> list[psutil.Process]:
+        """Record the current tree (workers included), so they can be found and ended after the
+        arbiter died and they were re-parented; returns the processes recorded."""
+        seen = {proc.pid for proc in self.known}
+        self.known.extend(proc for proc in self.tree() if proc.pid not in seen)
+        return self.known
+
+    def lost(self) -> list[int]:
+        """PIDs of recorded processes (arbiter or worker) that are gone: a crashed part."""
+        return [proc.pid for proc in self.known if not running(proc)]
+
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM the process group (bentoml stops its workers, uvicorn shuts down gracefully);
         SIGKILL the tree if it lingers.
@@ -91,6 +117,7 @@ class ServiceProcess:
         The tree is taken before SIGTERM: once the arbiter is gone its workers (in sessions of
         their own) could no longer be found through it.
         """
+        strays = [proc for proc in self.known if running(proc)]  # orphans of a dead arbiter
         if self.alive():
             tree = self.tree()
             with contextlib.suppress(ProcessLookupError):
@@ -107,6 +134,7 @@ class ServiceProcess:
                 with contextlib.suppress(psutil.NoSuchProcess):
                     proc.kill()
             psutil.wait_procs(alive, timeout=timeout)
+        end_processes([proc for proc in strays if running(proc)], timeout)
         self._stderr.close()
         if self.private_home is not None:
             shutil.rmtree(self.private_home, ignore_errors=True)
@@ -212,3 +240,82 @@ def start_service(
     if wait:
         wait_ready(service, ready_timeout)
     return service
+
+
+@dataclass(frozen=True)
+class Tagged:
+    """A running process that carries a stack's tag: which stack, which member, which root."""
+
+    process: psutil.Process
+    stack_id: str
+    member: str
+    data_root: str
+
+
+def _same_path(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def tagged(data_root: Path | str) -> list[Tagged]:
+    """Every process of this user whose environment tags it as part of a stack on `data_root`."""
+    found = []
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            env = proc.environ()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        tag, root = env.get(STACK_ENV), env.get(DATA_ROOT_ENV)
+        if not tag or not root or not _same_path(root, str(data_root)):
+            continue
+        stack_id, _, member = tag.partition(":")
+        found.append(Tagged(proc, stack_id, member, root))
+    return found
+
+
+def end_processes(procs: list[psutil.Process], timeout: float = 10.0) -> list[int]:
+    """SIGTERM `procs`, SIGKILL whatever is left after `timeout`; returns the PIDs ended."""
+    live = []
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+            live.append(proc)
+    _, alive = psutil.wait_procs(live, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+    return [proc.pid for proc in live]
+
+
+def port_holder(port: int) -> str | None:
+    """Who listens on loopback `port`: "PID n (command line)", or None when it cannot be told."""
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        return None
+    for conn in conns:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            if conn.pid is None:
+                return "a process of another user"
+            try:
+                command = " ".join(psutil.Process(conn.pid).cmdline())[:200]
+            except psutil.Error:
+                command = "?"
+            return f"PID {conn.pid} ({command})"
+    return None
+
+
+def wait_port_free(port: int, timeout: float) -> bool:
+    """Poll until nothing listens on loopback `port`; False if still taken after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((HOST, port))
+                return True
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)

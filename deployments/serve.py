@@ -5,9 +5,14 @@
 starts the three recommender slots (each a `bentoml serve` process) and the gateway (a
 uvicorn process), through deployments/process.py, plus the release controller loop
 (`crossfade release watch`) unless told not to; writes `<data root>/serve/stack.json` with
-every address and PID, prints the addresses and stops every child on Ctrl-C or SIGTERM. The
-same start-up is a library call, `start_stack(settings) -> Stack`, for the integration tests,
-drills and benchmarks.
+every address and PID (workers, process groups and sessions included), and supervises each
+process on its own (deployments/supervisor.py: a dead one is cleaned up and restarted, the
+others keep serving) until Ctrl-C or SIGTERM stops every child. The same start-up is a library
+call, `start_stack(settings) -> Stack`, for the integration tests, drills and benchmarks.
+
+Every child carries the stack's tag in its environment (deployments/process.py, `STACK_ENV`),
+so a start finds and ends the orphans of an earlier stack on the same data root that died
+without cleaning up, and `crossfade stop` finds every process even when stack.json's PIDs died.
 
 Which models each slot loads at start (documented in docs/gateway.md):
 - blue: `serving.candidates_ref` / `serving.ranker_ref` (default alias `champion`), or the
@@ -46,9 +51,14 @@ from crossfade.config import ENV_PREFIX, Settings, load_settings
 from deployments.process import (
     HOST,
     REPO_ROOT,
+    STACK_ENV,
     ServiceProcess,
+    end_processes,
     free_port,
+    port_holder,
+    running,
     start_service,
+    tagged,
     wait_ready,
 )
 from deployments.rollout.store import RolloutStore
@@ -112,11 +122,14 @@ class Ports:
             raise ValueError(f"gateway ports must differ, got {chosen}; set distinct ports or 0")
         taken = [p for p in fixed if not port_is_free(p)]
         if taken:
+            held = ", ".join(
+                f"{p} (held by {port_holder(p) or 'an unknown process'})" for p in taken
+            )
             raise PortInUseError(
-                f"port(s) {', '.join(map(str, taken))} on {HOST} already in use: another "
-                "crossfade stack (`crossfade stop` in its checkout, or `kill` the PID in its "
-                "stack.json) or another program holds them; free them or set "
-                "CROSSFADE_GATEWAY__PORT / __BLUE_PORT / __GREEN_PORT / __SHADOW_PORT (0 = any)"
+                f"port(s) {held} on {HOST} already in use: another crossfade stack "
+                "(`crossfade stop` with its data root) or another program holds them; free them "
+                "or set CROSSFADE_GATEWAY__PORT / __BLUE_PORT / __GREEN_PORT / __SHADOW_PORT "
+                "(0 = any)"
             )
         ports = [p or free_port() for p in chosen]
         while len(set(ports)) < len(ports):  # two free-port picks collided
@@ -174,6 +187,8 @@ class Stack:
     services: dict[str, ServiceProcess]
     manifest: Path
     controller: subprocess.Popen[bytes] | None = None
+    stack_id: str = field(default_factory=lambda: secrets.token_hex(6))
+    supervised: bool = False  # main() supervises; a library caller may (deployments/supervisor.py)
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -186,15 +201,39 @@ class Stack:
         return self.services[name].url
 
     def describe(self) -> dict[str, Any]:
-        """Addresses and PIDs (what stack.json holds)."""
+        """What stack.json holds: the stack's tag, who owns it, every process with its workers,
+        process group and session (so `crossfade stop` can end them all)."""
         out: dict[str, Any] = {
-            name: {"url": svc.url, "pid": svc.process.pid} for name, svc in self.services.items()
+            name: {"url": svc.url, "port": svc.port, **_procinfo(svc.process.pid, svc.known)}
+            for name, svc in self.services.items()
         }
         if self.controller is not None:
-            out["controller"] = {"pid": self.controller.pid}
+            out["controller"] = _procinfo(self.controller.pid, [])
+        out["stack_id"] = self.stack_id
+        out["tag"] = f"{STACK_ENV}={self.stack_id}:<member>"
+        out["owner"] = _procinfo(os.getpid(), [])
+        out["supervised"] = self.supervised
         out["data_root"] = str(self.settings.data_root)
         out["profile"] = self.settings.profile
         return out
+
+    def write_manifest(self) -> None:
+        """Rewrite stack.json atomically from the processes running now."""
+        for svc in self.services.values():
+            svc.remember()
+        _write_manifest(self.manifest, self.describe())
+
+    def env(self, name: str) -> dict[str, str]:
+        """The tag every process of member `name` carries (its children inherit it)."""
+        return {STACK_ENV: f"{self.stack_id}:{name}"}
+
+    def strays(self, name: str | None = None) -> list[psutil.Process]:
+        """Running processes tagged with this stack (and member `name`), orphans included."""
+        return [
+            t.process
+            for t in tagged(self.settings.data_root)
+            if t.stack_id == self.stack_id and (name is None or t.member == name)
+        ]
 
     def signal(self, name: str, signum: int) -> list[int]:
         """Send `signum` to a process of the stack and every descendant; returns their PIDs.
@@ -219,7 +258,8 @@ class Stack:
         psutil.wait_procs([p for p in _existing(pids)], timeout=15)
 
     def stop(self) -> None:
-        """Stop the controller, the gateway, then the slots; remove stack.json. Idempotent."""
+        """Stop the controller, the gateway, then the slots, then any process still carrying
+        this stack's tag (orphaned workers); remove stack.json. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
@@ -233,6 +273,7 @@ class Stack:
         if "gateway" in self.services:
             self.services["gateway"].stop()
         _stop_all(svc for name, svc in self.services.items() if name != "gateway")
+        end_processes(self.strays())
         self.manifest.unlink(missing_ok=True)
 
     def __enter__(self) -> Stack:
@@ -245,6 +286,32 @@ class Stack:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _procinfo(pid: int, known: list[psutil.Process]) -> dict[str, Any]:
+    """PID, create time, process group, session and command of `pid`, plus its workers."""
+    info: dict[str, Any] = {"pid": pid}
+    try:
+        proc = psutil.Process(pid)
+        info.update(
+            create_time=proc.create_time(),
+            pgid=os.getpgid(pid),
+            sid=os.getsid(pid),
+            cmdline=" ".join(proc.cmdline())[:300],
+        )
+        tree = {p.pid: p for p in [*known, *proc.children(recursive=True)] if running(p)}
+    except (psutil.Error, OSError):
+        tree = {p.pid: p for p in known if running(p)}
+    tree.pop(pid, None)
+    workers = []
+    for child in tree.values():
+        with contextlib.suppress(psutil.Error, OSError):
+            workers.append(
+                {"pid": child.pid, "create_time": child.create_time(),
+                 "pgid": os.getpgid(child.pid), "sid": os.getsid(child.pid)}
+            )  # fmt: skip
+    info["workers"] = workers
+    return info
 
 
 def _existing(pids: list[int]) -> list[psutil.Process]:
@@ -271,9 +338,14 @@ def bentoml_home(settings: Settings, name: str) -> Path:
 
 
 def start_gateway(
-    settings: Settings, ports: Ports, port: int, extra_env: dict[str, str] | None = None
+    settings: Settings,
+    ports: Ports,
+    port: int,
+    extra_env: dict[str, str] | None = None,
+    wait: bool = True,
 ) -> ServiceProcess:
-    """Start a gateway process on `port` in front of the slots at `ports`; ready on return.
+    """Start a gateway process on `port` in front of the slots at `ports`; ready on return
+    unless `wait` is false.
 
     The stack starts one; a benchmark may start more in front of the same slots, with
     `extra_env` changing their settings (e.g. the idle shadow share)."""
@@ -290,7 +362,33 @@ def start_gateway(
         env=env,
         port=port,
         ready_timeout=settings.gateway.start_timeout_seconds,
+        wait=wait,
         server="uvicorn",
+    )
+
+
+def start_slot(
+    settings: Settings, port: int, slot: str, refs: dict[str, str], tag: dict[str, str]
+) -> ServiceProcess:
+    """Start recommender `slot` on `port` serving `refs`; returns at once (not yet ready)."""
+    env = {
+        **settings_env(settings),
+        **tag,
+        "BENTOML_HOME": str(bentoml_home(settings, slot)),
+        f"{ENV_PREFIX}SERVING__SLOT": slot,
+        f"{ENV_PREFIX}SERVING__CANDIDATES_REF": refs["candidates"],
+        f"{ENV_PREFIX}SERVING__RANKER_REF": refs["ranker"],
+    }
+    return start_service(RECOMMENDER, env=env, port=port, wait=False)
+
+
+def start_controller(settings: Settings, tag: dict[str, str]) -> subprocess.Popen[bytes]:
+    """Start the release controller loop (`crossfade release watch`) in a session of its own."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "crossfade.cli", "release", "watch"],
+        cwd=REPO_ROOT,
+        env={**os.environ, **settings_env(settings), **tag},
+        start_new_session=True,
     )
 
 
@@ -307,51 +405,75 @@ def _write_manifest(path: Path, doc: dict[str, Any]) -> None:
     Path(tmp).replace(path)
 
 
+def read_manifest(settings: Settings) -> dict[str, Any] | None:
+    """stack.json of this data root, or None when absent or unreadable."""
+    try:
+        doc = json.loads(manifest_path(settings).read_text())
+    except (OSError, ValueError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def owner_alive(doc: dict[str, Any]) -> bool:
+    """Whether the process that started (and owns) the stack of a manifest still runs."""
+    owner = doc.get("owner") or {}
+    try:
+        proc = psutil.Process(int(owner["pid"]))
+        same = abs(proc.create_time() - float(owner["create_time"])) < 1.0
+    except (KeyError, TypeError, ValueError, psutil.Error):
+        return False
+    return same and running(proc)
+
+
+def sweep_orphans(settings: Settings) -> list[str]:
+    """End the processes of earlier stacks on this data root whose owner is gone (a stack
+    that was killed and left workers holding its ports); returns one line per process."""
+    doc = read_manifest(settings)
+    live = doc.get("stack_id") if doc and owner_alive(doc) else None
+    orphans = [t for t in tagged(settings.data_root) if t.stack_id != live]
+    lines = []
+    for t in orphans:
+        with contextlib.suppress(psutil.Error):
+            lines.append(f"PID {t.process.pid} ({t.member} of stack {t.stack_id})")
+    end_processes([t.process for t in orphans])
+    return lines
+
+
 def start_stack(settings: Settings, *, controller: bool = False) -> Stack:
     """Start blue, green, shadow, then the gateway (and the controller loop if asked).
 
     Every process gets `settings` through its environment and is ready (`/readyz` 200) when
-    this returns. If any process fails to start, the ones already running are stopped and
-    the error (with that process's stderr tail) is raised.
+    this returns. Orphans of an earlier stack on this data root are ended first. If any
+    process fails to start, the ones already running are stopped and the error (with that
+    process's stderr tail) is raised.
     """
     if settings.gateway.host != HOST:
         raise ValueError(
             f"gateway.host is {settings.gateway.host!r}; the local stack binds {HOST} only"
         )
     settings = with_admin_token(settings)
+    sweep_orphans(settings)
     ports = Ports.resolve(settings)
-    base = settings_env(settings)
     timeout = settings.gateway.start_timeout_seconds
     assigned = RolloutStore.from_settings(settings).read_state().slots
     refs = slot_refs(settings, assigned)
-    started: dict[str, ServiceProcess] = {}
+    stack = Stack(settings, ports, {}, manifest_path(settings))
+    started = stack.services
     try:
         for slot in SLOTS:  # start all three, then wait: their model loads overlap
-            env = {
-                **base,
-                "BENTOML_HOME": str(bentoml_home(settings, slot)),
-                f"{ENV_PREFIX}SERVING__SLOT": slot,
-                f"{ENV_PREFIX}SERVING__CANDIDATES_REF": refs[slot]["candidates"],
-                f"{ENV_PREFIX}SERVING__RANKER_REF": refs[slot]["ranker"],
-            }
-            started[slot] = start_service(
-                RECOMMENDER, env=env, port=getattr(ports, slot), wait=False
+            started[slot] = start_slot(
+                settings, getattr(ports, slot), slot, refs[slot], stack.env(slot)
             )
         _wait_all([started[slot] for slot in SLOTS], timeout)
-        started["gateway"] = start_gateway(settings, ports, ports.gateway)
-    except BaseException:
-        _stop_all(started.values())
-        raise
-    watcher = None
-    if controller:
-        watcher = subprocess.Popen(
-            [sys.executable, "-m", "crossfade.cli", "release", "watch"],
-            cwd=REPO_ROOT,
-            env={**os.environ, **base},
-            start_new_session=True,
+        started["gateway"] = start_gateway(
+            settings, ports, ports.gateway, extra_env=stack.env("gateway")
         )
-    stack = Stack(settings, ports, started, manifest_path(settings), watcher)
-    _write_manifest(stack.manifest, stack.describe())
+    except BaseException:
+        stack.stop()
+        raise
+    if controller:
+        stack.controller = start_controller(settings, stack.env("controller"))
+    stack.write_manifest()
     return stack
 
 
@@ -362,7 +484,9 @@ def _wait_all(services: list[ServiceProcess], timeout: float) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the stack in the foreground until Ctrl-C / SIGTERM."""
+    """Run the stack in the foreground, supervised, until Ctrl-C / SIGTERM."""
+    from deployments.supervisor import Supervisor
+
     parser = argparse.ArgumentParser(prog="python -m deployments.serve", description=__doc__)
     parser.add_argument("--profile", default=None, help="settings profile (default: local)")
     parser.add_argument(
@@ -377,18 +501,21 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    for line in sweep_orphans(settings):
+        print(f"ended an orphan of an earlier stack: {line}", flush=True)
     print("starting blue, green, shadow and the gateway (models load first) ...", flush=True)
-    stack = start_stack(settings, controller=not args.no_controller)
     try:
+        stack = start_stack(settings, controller=not args.no_controller)
+    except PortInUseError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    stack.supervised = True
+    try:
+        stack.write_manifest()
         for name in ("gateway", *SLOTS):
             print(f"  {name:<8} {stack.url(name)}", flush=True)
         print(f"addresses and PIDs: {stack.manifest}\nCtrl-C stops everything.", flush=True)
-        while not stop.is_set():
-            dead = [n for n, s in stack.services.items() if not s.alive()]
-            if dead:
-                print(f"{', '.join(dead)} exited; stopping the stack", file=sys.stderr)
-                return 1
-            stop.wait(1.0)
+        Supervisor(stack).run(stop)
         return 0
     finally:
         stack.stop()

@@ -13,9 +13,8 @@ release managers find a live gateway; `stop_stack` ends it.
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,15 +24,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from crossfade.config import Settings, load_settings
 from crossfade.log import get_logger
+from deployments.process import end_processes, tagged
 from deployments.rollout.controller import Controller
 from deployments.rollout.machine import Phase
 from deployments.rollout.store import RolloutStore
-from deployments.serve import manifest_path
+from deployments.serve import manifest_path, read_manifest
 from model_registry.ranker import candidates_version_of
 from model_registry.registry import client, promote, version_by_alias
 
@@ -117,25 +118,51 @@ def ensure_stack(settings: Settings, profile: str | None) -> str:
 
 
 def stop_stack(settings: Settings, timeout: float = 60.0) -> bool:
-    """Stop a stack started by `ensure_stack` (SIGTERM, then wait); True if one was running."""
-    pid_file = _pid_file(settings)
-    if not pid_file.is_file():
-        return False
-    pid = int(pid_file.read_text())
-    pid_file.unlink(missing_ok=True)
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    """Stop the stack serving this data root and every process it started, orphans included;
+    True if any process of it was running.
+
+    The supervisor (`python -m deployments.serve`, named in stack.json and serve.pid) gets
+    SIGTERM and stops its children itself; then every process still carrying the stack's tag
+    for this data root (deployments/process.py, `tagged`) is ended, so workers orphaned by a
+    killed arbiter, or a whole stack whose supervisor was killed, are found without any PID.
+    """
+    found = False
+    for proc in _supervisors(settings):
+        found = True
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+        _, alive = psutil.wait_procs([proc], timeout=timeout)
+        for left in alive:
+            with contextlib.suppress(psutil.Error):
+                left.kill()
+    strays = [t.process for t in tagged(settings.data_root)]
+    found = found or bool(strays)
+    end_processes(strays)
+    _pid_file(settings).unlink(missing_ok=True)
+    manifest_path(settings).unlink(missing_ok=True)
+    return found
+
+
+def _supervisors(settings: Settings) -> list[psutil.Process]:
+    """Running `deployments.serve` processes of this data root (stack.json's owner, serve.pid)."""
+    pids: list[tuple[int, float | None]] = []
+    doc = read_manifest(settings)
+    if doc and doc.get("supervised") and isinstance(doc.get("owner"), dict):
+        owner = doc["owner"]
+        pids.append((int(owner.get("pid", 0)), owner.get("create_time")))
+    with contextlib.suppress(OSError, ValueError):
+        pids.append((int(_pid_file(settings).read_text()), None))
+    found: dict[int, psutil.Process] = {}
+    for pid, created in pids:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.5)
-    os.killpg(pid, signal.SIGKILL)
-    return True
+            proc = psutil.Process(pid)
+            serves = "deployments.serve" in " ".join(proc.cmdline())
+            same = created is None or abs(proc.create_time() - float(created)) < 1.0
+        except (psutil.Error, ValueError):
+            continue
+        if serves and same:
+            found[pid] = proc
+    return list(found.values())
 
 
 def _traffic(

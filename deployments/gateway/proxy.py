@@ -11,7 +11,10 @@ Who answers a valid /recommend:
    sees it);
 3. if blue fails: green, but only while green already serves part of the traffic (a rollout
    past the shadow phase), so an unvetted model never answers listeners;
-4. otherwise 503 with Retry-After: no live process could answer. The popular-in-market fallback
+4. if blue is down and no live slot answered (blue restarting after a crash): a standby slot
+   (green, shadow) whose answer comes from the very model versions blue last served (no rollout
+   in progress: they start on blue's models); an answer from any other version is discarded;
+5. otherwise 503 with Retry-After: no live process could answer. The popular-in-market fallback
    lives inside the recommender, so it is served whenever a recommender process is up at all.
 Invalid bodies get a 422 naming the field, before any slot is called.
 """
@@ -33,7 +36,7 @@ from deployments.bodies import Reply, parse_request
 from deployments.gateway.client import SlotClient
 from deployments.gateway.metrics import GatewayMetrics
 from deployments.gateway.mirror import PairSink, ShadowMirror, ranked
-from deployments.gateway.routing import mirror_to_shadow, route
+from deployments.gateway.routing import answer_order, mirror_to_shadow, route, standbys
 from deployments.gateway.state import RouteTable, StateCache
 
 log = logging.getLogger(__name__)
@@ -127,9 +130,7 @@ class Gateway:
             return request
         table = self.state.current()
         first = route(request.listener_id, table.green_bp)
-        order = [first, "blue"] if first == "green" else ["blue"]
-        if first == "blue" and table.green_bp > 0:
-            order.append("green")
+        order = answer_order(first, table.green_bp)
         for position, slot in enumerate(order):
             last = position == len(order) - 1
             timeout = self.last_resort_timeout_s if last else self.slot_timeout_s
@@ -144,6 +145,9 @@ class Gateway:
             if answer is not None and slot == "blue":
                 self._maybe_mirror(request.listener_id, raw, answer, request.k, table)
             return reply
+        standby = await self._standby(raw, order)
+        if standby is not None:
+            return standby
         if self.metrics is not None:
             self.metrics.unanswered.inc()
         return Reply(
@@ -154,10 +158,28 @@ class Gateway:
             {"retry-after": "1"},
         )
 
+    async def _standby(self, raw: bytes, order: list[str]) -> Reply | None:
+        """An answer from a standby slot serving blue's versions, or None (rule 4)."""
+        want = self.served.get("blue")
+        if not want:  # blue never answered this process: which versions it serves is unknown
+            return None
+        spare = standbys(order)
+        for position, slot in enumerate(spare):
+            timeout = (
+                self.last_resort_timeout_s if position == len(spare) - 1 else self.slot_timeout_s
+            )
+            try:
+                reply, _ = await self._call(slot, raw, timeout, expect=want)
+            except SlotFailure:
+                continue
+            return reply
+        return None
+
     async def _call(
-        self, slot: str, raw: bytes, timeout: float
+        self, slot: str, raw: bytes, timeout: float, expect: dict[str, str] | None = None
     ) -> tuple[Reply, dict[str, Any] | None]:
-        """POST to a slot; a 2xx/4xx is an answer, anything else raises SlotFailure."""
+        """POST to a slot; a 2xx/4xx is an answer, anything else raises SlotFailure. With
+        `expect`, an answer from other model versions raises SlotFailure too (not recorded)."""
         started = time.perf_counter()
         try:
             status, content = await self.slot_clients[slot].post("/recommend", raw, timeout)
@@ -176,6 +198,8 @@ class Gateway:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             self._record_failure(slot, started, "malformed answer")
             raise SlotFailure(slot) from exc
+        if expect is not None and _versions(answer) != expect:
+            raise SlotFailure(slot)
         fallback = bool(answer.get("fallbacks"))
         self._note_versions(slot, answer)
         self.sink.record_request(slot, latency_ms, False, fallback, items)
@@ -183,12 +207,9 @@ class Gateway:
         return Reply(status, content), answer
 
     def _note_versions(self, slot: str, answer: dict[str, Any]) -> None:
-        model = answer.get("model")
-        if isinstance(model, dict) and "candidates" in model and "ranker" in model:
-            self.served[slot] = {
-                "candidates": str(model["candidates"]),
-                "ranker": str(model["ranker"]),
-            }
+        versions = _versions(answer)
+        if versions is not None:
+            self.served[slot] = versions
 
     def _record_failure(self, slot: str, started: float, why: str) -> None:
         latency_ms = (time.perf_counter() - started) * 1000
@@ -314,6 +335,14 @@ class Gateway:
 
 
 KEEPALIVE_SECONDS = 3.0  # below uvicorn's 5 s, so the gateway never reuses a closing connection
+
+
+def _versions(answer: dict[str, Any]) -> dict[str, str] | None:
+    """The model versions an answer says it came from."""
+    model = answer.get("model")
+    if isinstance(model, dict) and "candidates" in model and "ranker" in model:
+        return {"candidates": str(model["candidates"]), "ranker": str(model["ranker"])}
+    return None
 
 
 def _no_slot_took_feedback() -> Reply:

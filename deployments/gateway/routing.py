@@ -18,6 +18,7 @@ SHADOW_SALT = "crossfade-gateway-shadow-v1"
 # Two different salts make the shadow sample independent of the blue/green assignment.
 
 LiveSlot = Literal["blue", "green"]
+STANDBY_SLOTS = ("green", "shadow")
 
 
 def bucket(listener_id: str, salt: str = ROUTE_SALT) -> int:
@@ -61,3 +62,18 @@ def mirror_to_shadow(listener_id: str, shadow_bp: int) -> bool:
     """Whether this listener's requests are mirrored to shadow (second, independent hash)."""
     check_basis_points(shadow_bp, "shadow share")
     return bucket(listener_id, SHADOW_SALT) < shadow_bp
+
+
+def answer_order(first: LiveSlot, green_bp: int) -> list[str]:
+    """Slots that may answer a listener routed to `first`, in order: green's listeners fall
+    back to blue; blue's fall back to green only while green serves part of the traffic, so
+    an unvetted model never answers listeners."""
+    if first == "green":
+        return ["green", "blue"]
+    return ["blue", "green"] if check_basis_points(green_bp, "green split") > 0 else ["blue"]
+
+
+def standbys(order: list[str]) -> list[str]:
+    """Slots not in `order` that may stand in for a dead blue, but only with an answer from
+    the very model versions blue served (the caller checks the versions of each answer)."""
+    return [slot for slot in STANDBY_SLOTS if slot not in order]
