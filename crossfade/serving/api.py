@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from crossfade.data.domains import ID_MAX_LENGTH, ID_PATTERN
 
 Shelf = Literal["home", "discover_weekly"]
+SlotName = Literal["blue", "green", "shadow"]
 FeedbackEvent = Literal["play", "skip", "save"]
 MAX_K = 100
 MAX_FEEDBACK_BATCH = 500
@@ -74,7 +75,7 @@ class FeedbackRequest(_Body):
     event: FeedbackEvent
     ms_played: int | None = Field(None, ge=0, le=MAX_MS_PLAYED)
     timestamp: datetime
-    slot: str | None = Field(None, max_length=32)
+    slot: SlotName | None = Field(None, description="the slot whose answer the listener saw")
 
     @field_validator("timestamp")
     @classmethod
