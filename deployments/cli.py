@@ -1,8 +1,13 @@
 """Release commands (`crossfade release ...`), added to the CLI through an entry point.
 
 The CLI runs with the settings' own credentials (it can open the rollout store directly), so a
-person at the shell acts as a release-manager named `cli:<os user>` unless --actor says who;
-the gateway's admin HTTP API is the token-authenticated way in for everyone else.
+person at the shell acts as a release-manager named `cli:<os user>` unless --actor says who
+(never a system actor such as `controller`: see deployments/rollout/auth.py); the gateway's
+admin HTTP API is the token-authenticated way in for everyone else.
+
+Every change acts on one state version: the one given with --expect-version (what `release
+status` showed), else the one the command reads first and prints ("acting on ..."). When the
+rollout moved on in between, the command exits 3 naming the state it lost to.
 """
 
 from __future__ import annotations
@@ -33,6 +38,16 @@ ActorOption = Annotated[
     str | None, typer.Option("--actor", help="who acts (audit log); default cli:<os user>")
 ]
 ReasonOption = Annotated[str, typer.Option("--reason", "-r", help="why (kept in the audit log)")]
+ExpectOption = Annotated[
+    int | None,
+    typer.Option(
+        "--expect-version",
+        min=0,
+        help="act only if the rollout is still at this state_version (see `release status`); "
+        "default: the version read just before acting",
+    ),
+]
+CONFLICT_EXIT = 3  # the rollout moved on before this command's change
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON instead of tables")]
 
 
@@ -48,9 +63,26 @@ def _service(profile: str | None) -> ReleaseService:
 
 
 def _principal(actor: str | None) -> Principal:
-    from deployments.rollout.auth import Principal
+    from deployments.rollout.auth import Principal, ReservedActor, check_actor
 
-    return Principal(actor or f"cli:{getpass.getuser()}", "release-manager")
+    if actor is None:
+        return Principal(f"cli:{getpass.getuser()}", "release-manager")
+    try:
+        return Principal(check_actor(actor), "release-manager")
+    except ReservedActor as exc:
+        raise fail(f"--actor: {exc}", 2) from None
+
+
+def _expected(service: ReleaseService, expect: int | None) -> int:
+    """The state version a change acts on, printed: --expect-version, else the current one."""
+    from deployments.rollout.store import position_line
+
+    if expect is not None:
+        console.print(f"acting on state version {expect} (--expect-version)")
+        return expect
+    state = service.store.read_state()
+    console.print(f"acting on {position_line(state)}")
+    return state.version
 
 
 def _when(ts: float | None) -> str:
@@ -90,6 +122,12 @@ def print_status(doc: dict[str, Any]) -> None:
     )
     lines.append(f"next      {doc['next']}{windows}")
     lines.append(f"evaluates {_when(doc['next_evaluation_at'])}")
+    lines.append(f"controller {_liveness(doc.get('controller'))}")
+    if doc.get("updated_by"):
+        lines.append(
+            f"state     version {doc['state_version']}, last change {doc.get('last_action')} "
+            f"by {doc['updated_by']} {_when(doc.get('updated_at'))}"
+        )
     console.print(Panel("\n".join(lines), title="release status", border_style="cyan"))
     window = doc.get("last_window")
     if window:
@@ -115,6 +153,16 @@ def print_status(doc: dict[str, Any]) -> None:
         console.print(table)
 
 
+def _liveness(beat: dict[str, Any] | None) -> str:
+    if not beat:
+        return "[yellow]never seen[/yellow] (start it: `crossfade release watch` or `make serve`)"
+    age = f"heartbeat {beat['age_seconds']:.0f} s ago, pid {beat['pid']}"
+    if beat["stale"]:
+        limit = beat["stale_after_seconds"]
+        return f"[red]STALE[/red]: {age} (limit {limit:g} s); rollouts pause until it is back"
+    return f"[green]alive[/green]: {age}"
+
+
 def _num(value: Any) -> str:
     if value is None:
         return "-"
@@ -132,7 +180,7 @@ def _run(action: Any) -> Any:
         return action()
     except Exception as exc:
         if isinstance(exc, ConflictError):
-            raise fail(f"conflict: {exc}", 3) from None
+            raise fail(f"conflict: {exc}", CONFLICT_EXIT) from None
         code = http_status(exc)
         if code == 500:
             raise
@@ -161,11 +209,14 @@ def start(
     ),
     reason: ReasonOption = "",
     actor: ActorOption = None,
+    expect: ExpectOption = None,
     profile: ProfileOption = None,
 ) -> None:
     """Start a rollout: shadow first, then the canary steps of configs/guardrails.yaml."""
     service = _service(profile)
-    doc = _run(lambda: service.start(_principal(actor), candidates, ranker, reason))
+    who = _principal(actor)
+    version = _expected(service, expect)
+    doc = _run(lambda: service.start(who, candidates, ranker, reason, expected_version=version))
     print_status(doc)
 
 
@@ -174,38 +225,56 @@ def promote(
     full: Annotated[bool, typer.Option("--full", help="skip every remaining step")] = False,
     reason: ReasonOption = "",
     actor: ActorOption = None,
+    expect: ExpectOption = None,
     profile: ProfileOption = None,
 ) -> None:
     """Approve the current step now (with --full: champion moves to the candidate now)."""
     service = _service(profile)
-    print_status(_run(lambda: service.promote(_principal(actor), reason, full)))
+    who = _principal(actor)
+    version = _expected(service, expect)
+    print_status(_run(lambda: service.promote(who, reason, full, expected_version=version)))
 
 
 @release_app.command()
 def pause(
-    reason: ReasonOption = "", actor: ActorOption = None, profile: ProfileOption = None
+    reason: ReasonOption = "",
+    actor: ActorOption = None,
+    expect: ExpectOption = None,
+    profile: ProfileOption = None,
 ) -> None:
     """Hold the rollout at its current split; guardrails stop advancing it."""
     service = _service(profile)
-    print_status(_run(lambda: service.pause(_principal(actor), reason)))
+    who = _principal(actor)
+    version = _expected(service, expect)
+    print_status(_run(lambda: service.pause(who, reason, expected_version=version)))
 
 
 @release_app.command()
 def resume(
-    reason: ReasonOption = "", actor: ActorOption = None, profile: ProfileOption = None
+    reason: ReasonOption = "",
+    actor: ActorOption = None,
+    expect: ExpectOption = None,
+    profile: ProfileOption = None,
 ) -> None:
     """Continue a paused rollout with a fresh evaluation window."""
     service = _service(profile)
-    print_status(_run(lambda: service.resume(_principal(actor), reason)))
+    who = _principal(actor)
+    version = _expected(service, expect)
+    print_status(_run(lambda: service.resume(who, reason, expected_version=version)))
 
 
 @release_app.command()
 def rollback(
-    reason: ReasonOption = "", actor: ActorOption = None, profile: ProfileOption = None
+    reason: ReasonOption = "",
+    actor: ActorOption = None,
+    expect: ExpectOption = None,
+    profile: ProfileOption = None,
 ) -> None:
     """All traffic to blue, MLflow aliases restored, incident recorded and notified."""
     service = _service(profile)
-    doc = _run(lambda: service.rollback(_principal(actor), reason))
+    who = _principal(actor)
+    version = _expected(service, expect)
+    doc = _run(lambda: service.rollback(who, reason, expected_version=version))
     print_status(doc)
     console.print(f"[red]rolled back[/red]: incident #{doc['incident_id']}")
 
@@ -264,6 +333,7 @@ def watch(
             console.print(
                 f"{datetime.now(UTC):%H:%M:%S} {outcome.action:<8} phase {outcome.state.phase}"
                 f" green {outcome.state.green_percent:g} % window {verdict}"
+                + (f" ({outcome.detail})" if outcome.detail else "")
             )
             last = outcome.state.phase
         if once:
@@ -278,11 +348,15 @@ def token(
     profile: ProfileOption = None,
 ) -> None:
     """Issue an admin API token; only its SHA-256 is stored, so copy it now."""
-    from deployments.rollout.auth import ROLES, issue_token, tokens_file
+    from deployments.rollout.auth import ROLES, ReservedActor, check_actor, issue_token, tokens_file
 
     settings = settings_or_exit(profile)
     if role not in ROLES:
         raise fail(f"unknown role {role!r}; choose one of {', '.join(ROLES)}", 2)
+    try:
+        actor = check_actor(actor)
+    except ReservedActor as exc:
+        raise fail(f"--actor: {exc}", 2) from None
     secret = issue_token(settings, actor, role)  # type: ignore[arg-type]
     console.print(f"token for {actor} ({role}), stored as a digest in {tokens_file(settings)}:")
     console.print(secret, soft_wrap=True, highlight=False)

@@ -112,6 +112,8 @@ class GatewayProcess:
         await state.refresh()
         settle_heap()  # full collections then skip the objects of the imported stack
         self._tasks.append(asyncio.get_running_loop().create_task(state.run()))
+        # the controller's liveness watcher (a stale heartbeat pauses the rollout)
+        self._tasks.append(asyncio.get_running_loop().create_task(self.admin.watch()))
 
     async def stop(self) -> None:
         """Stop the refresh, drain mirrors, close pools, write the observations left."""
@@ -123,6 +125,7 @@ class GatewayProcess:
         if self.core is not None:
             await self.core.close()
         await asyncio.to_thread(self.recorder.close)
+        await asyncio.to_thread(self.admin.close)
 
     async def ready(self) -> bool:
         """Ready once started, the state read and blue ready."""
@@ -203,6 +206,8 @@ async def release(request: Request) -> Response:
         authorization=request.headers.get("authorization"),
         raw=await request.body(),
         query=dict(request.query_params),
+        if_match=request.headers.get("if-match"),
+        client=request.client.host if request.client else None,
     )
     return _send(reply)
 

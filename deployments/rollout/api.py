@@ -1,9 +1,15 @@
 """The release actions as plain functions: the CLI and the gateway's admin HTTP API both call them.
 
 Every call names its principal (actor + role). Changes are audited with their outcome by the
-controller; refused attempts (role, illegal transition, conflict, registry error) are audited
-here with the reason. Two simultaneous actions are serialized by the store's compare-and-set:
-one wins, the other raises ConflictError. `http_status` maps each error to its HTTP code.
+controller; refused attempts (role, illegal transition, conflict, registry error, missing
+precondition) are audited here with the reason, through a per-client rate limit
+(deployments/rollout/refusals.py). `http_status` maps each error to its HTTP code.
+
+One transition at a time: every change is conditional on the state version the person saw
+(`expected_version`, from `status`). A change without one is refused (PreconditionRequired,
+HTTP 428); of several changes made on the same version exactly one wins, the others raise
+ConflictError naming the state they lost to (HTTP 409). System actors (the controller, the
+supervisor, the lifecycle) call the Controller directly and act on the current state.
 """
 
 from __future__ import annotations
@@ -12,11 +18,23 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from crossfade.config import Settings
-from deployments.rollout.auth import AuthError, Forbidden, Principal, authorize
+from deployments.rollout.auth import AuthError, Forbidden, Principal, ReservedActor, authorize
 from deployments.rollout.controller import Controller, RegistryError, position_of
 from deployments.rollout.guardrails import GuardrailsError
 from deployments.rollout.machine import ACTIVE, IllegalTransition, Phase, describe_next
+from deployments.rollout.refusals import RefusalAudit
 from deployments.rollout.store import ConflictError, RolloutState
+
+
+class PreconditionRequired(ValueError):
+    """A change sent without the state version it is conditional on (HTTP 428)."""
+
+
+PRECONDITION = (
+    "every change must say which state it acts on: send the `state_version` of "
+    '`GET /admin/release/status` as `expected_version` in the body or as `If-Match: "<version>"`'
+    " (the CLI does this by itself, or takes --expect-version)"
+)
 
 T = TypeVar("T")
 
@@ -25,6 +43,8 @@ ERROR_STATUS: dict[type[Exception], int] = {
     Forbidden: 403,
     ConflictError: 409,
     IllegalTransition: 409,
+    PreconditionRequired: 428,
+    ReservedActor: 422,
     RegistryError: 422,
     GuardrailsError: 500,
 }
@@ -45,23 +65,73 @@ class ReleaseService:
         self.settings = settings
         self.controller = controller or Controller(settings)
         self.store = self.controller.store
+        limits = self.controller.config.refusal_audit
+        self.refusals = RefusalAudit(self.store, per_minute=limits.per_minute, burst=limits.burst)
 
-    def _guarded(self, principal: Principal, action: str, reason: str, run: Callable[[], T]) -> T:
-        """Authorize, run, and audit a refusal with its reason (successes audit themselves)."""
+    def refuse(
+        self,
+        client: str,
+        *,
+        actor: str,
+        action: str,
+        outcome: str,
+        reason: str,
+        metrics: dict[str, Any] | None = None,
+    ) -> None:
+        """Audit one refused request of `client` (rate-limited; never raises)."""
+        try:
+            state = self.store.read_state()
+            where = {"rollout_id": state.rollout_id, "from_phase": state.phase}
+        except Exception:  # the store is down: the refusal stands, its row may still go in
+            where = {"rollout_id": None, "from_phase": None}
+        self.refusals.record(
+            client,
+            actor=actor,
+            action=action,
+            outcome=outcome,
+            reason=reason,
+            metrics=metrics,
+            to_phase=where["from_phase"],
+            **where,
+        )
+
+    def _guarded(
+        self,
+        principal: Principal,
+        action: str,
+        reason: str,
+        run: Callable[[], T],
+        *,
+        change: bool = False,
+        expected_version: int | None = None,
+    ) -> T:
+        """Authorize, check the precondition of a change, run, and audit a refusal with its
+        reason (successes audit themselves)."""
         try:
             authorize(principal, action)
+            if change and expected_version is None:
+                raise PreconditionRequired(f"{action} refused: {PRECONDITION}")
             return run()
-        except (Forbidden, IllegalTransition, ConflictError, RegistryError) as exc:
-            state = self.store.read_state()
-            outcome = "conflict" if isinstance(exc, ConflictError) else "refused"
-            self.store.audit(
+        except (
+            Forbidden,
+            IllegalTransition,
+            ConflictError,
+            RegistryError,
+            PreconditionRequired,
+        ) as exc:
+            metrics: dict[str, Any] = {"expected_version": expected_version}
+            if isinstance(exc, ConflictError):
+                metrics["lost_to"] = exc.winner()
+            outcome = {ConflictError: "conflict", PreconditionRequired: "precondition"}.get(
+                type(exc), "refused"
+            )
+            self.refuse(
+                principal.actor,
                 actor=principal.actor,
                 action=action,
                 outcome=outcome,
                 reason=f"{reason or '-'} | {type(exc).__name__}: {exc}",
-                rollout_id=state.rollout_id,
-                from_phase=state.phase,
-                to_phase=state.phase,
+                metrics=metrics,
             )
             raise
 
@@ -94,6 +164,9 @@ class ReleaseService:
             "started_by": state.started_by,
             "started_at": state.started_at,
             "updated_at": state.updated_at,
+            "updated_by": state.updated_by,
+            "last_action": state.last_action,
+            "controller": ctl.liveness(),
             "last_window": state.last_window,
             "next": describe_next(pos, ctl.plan),
             "next_evaluation_at": None,
@@ -117,7 +190,13 @@ class ReleaseService:
 
     # -- changes ---------------------------------------------------------------------------
     def start(
-        self, principal: Principal, candidates: str, ranker: str, reason: str = ""
+        self,
+        principal: Principal,
+        candidates: str,
+        ranker: str,
+        reason: str = "",
+        *,
+        expected_version: int | None,
     ) -> dict[str, Any]:
         """Start a rollout of the given model refs (alias such as challenger, or version)."""
         return self._guarded(
@@ -125,42 +204,75 @@ class ReleaseService:
             "start",
             reason,
             lambda: self.describe(
-                self.controller.start(principal.actor, candidates, ranker, reason or "-")
+                self.controller.start(
+                    principal.actor, candidates, ranker, reason or "-", expected_version
+                )
             ),
+            change=True,
+            expected_version=expected_version,
         )
 
-    def promote(self, principal: Principal, reason: str = "", full: bool = False) -> dict[str, Any]:
+    def promote(
+        self,
+        principal: Principal,
+        reason: str = "",
+        full: bool = False,
+        *,
+        expected_version: int | None,
+    ) -> dict[str, Any]:
         """Approve the current step now; full skips straight to PROMOTED."""
         return self._guarded(
             principal,
             "promote",
             reason,
-            lambda: self.describe(self.controller.promote(principal.actor, reason or "-", full)),
+            lambda: self.describe(
+                self.controller.promote(principal.actor, reason or "-", full, expected_version)
+            ),
+            change=True,
+            expected_version=expected_version,
         )
 
-    def pause(self, principal: Principal, reason: str = "") -> dict[str, Any]:
+    def pause(
+        self, principal: Principal, reason: str = "", *, expected_version: int | None
+    ) -> dict[str, Any]:
         """Hold the rollout at its current split."""
         return self._guarded(
             principal,
             "pause",
             reason,
-            lambda: self.describe(self.controller.pause(principal.actor, reason or "-")),
+            lambda: self.describe(
+                self.controller.pause(principal.actor, reason or "-", expected_version)
+            ),
+            change=True,
+            expected_version=expected_version,
         )
 
-    def resume(self, principal: Principal, reason: str = "") -> dict[str, Any]:
+    def resume(
+        self, principal: Principal, reason: str = "", *, expected_version: int | None
+    ) -> dict[str, Any]:
         """Continue a paused rollout with a fresh window."""
         return self._guarded(
             principal,
             "resume",
             reason,
-            lambda: self.describe(self.controller.resume(principal.actor, reason or "-")),
+            lambda: self.describe(
+                self.controller.resume(principal.actor, reason or "-", expected_version)
+            ),
+            change=True,
+            expected_version=expected_version,
         )
 
-    def rollback(self, principal: Principal, reason: str = "") -> dict[str, Any]:
+    def rollback(
+        self, principal: Principal, reason: str = "", *, expected_version: int | None
+    ) -> dict[str, Any]:
         """All traffic to blue, aliases restored, incident recorded."""
 
         def run() -> dict[str, Any]:
-            state, incident = self.controller.rollback(principal.actor, reason or "-")
+            state, incident = self.controller.rollback(
+                principal.actor, reason or "-", expected_version=expected_version
+            )
             return {**self.describe(state), "incident_id": incident}
 
-        return self._guarded(principal, "rollback", reason, run)
+        return self._guarded(
+            principal, "rollback", reason, run, change=True, expected_version=expected_version
+        )

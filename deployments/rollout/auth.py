@@ -29,6 +29,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": READ_ACTIONS,
     "release-manager": READ_ACTIONS | WRITE_ACTIONS,
 }
+# Actors the platform itself writes audit rows as; no person (CLI --actor, token) may use them.
+SYSTEM_ACTORS = frozenset(
+    {"controller", "supervisor", "gateway", "scheduler", "lifecycle", "anonymous", "system"}
+)
 
 
 class AuthError(PermissionError):
@@ -37,6 +41,26 @@ class AuthError(PermissionError):
 
 class Forbidden(PermissionError):
     """A known actor whose role does not allow the action (HTTP 403)."""
+
+
+class ReservedActor(ValueError):
+    """A person tried to act under a system actor's name."""
+
+
+def check_actor(actor: str) -> str:
+    """`actor` stripped, or ReservedActor when it names a system actor (any case, with or
+    without a `name:`/`name@` suffix) or is empty."""
+    name = actor.strip()
+    base = name.lower().split(":", 1)[0].split("@", 1)[0].strip()
+    if not name:
+        raise ReservedActor("the actor is empty; name who acts (default: cli:<os user>)")
+    if base in SYSTEM_ACTORS:
+        reserved = ", ".join(sorted(SYSTEM_ACTORS))
+        raise ReservedActor(
+            f"actor {name!r} is reserved for the platform itself ({reserved}); the audit log "
+            "must tell its rows from people's: give your own name, or leave --actor out"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -122,6 +146,7 @@ def issue_token(settings: Settings, actor: str, role: Role) -> str:
     """Create a token for `actor`, store its digest in the tokens file, return the token once."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    actor = check_actor(actor)
     token = secrets.token_urlsafe(32)
     path = tokens_file(settings)
     entries: list[dict[str, str]] = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -38,17 +39,29 @@ from deployments.rollout.machine import (
     candidate_slot,
     split,
 )
-from deployments.rollout.store import ConflictError, RolloutState, RolloutStore, rollout_dir
+from deployments.rollout.store import (
+    ConflictError,
+    RolloutState,
+    RolloutStore,
+    conflict,
+    rollout_dir,
+)
 
 log = logging.getLogger(__name__)
 
 CONTROLLER_ACTOR = "controller"
+HEARTBEAT = "controller"  # the heartbeat row the controller writes and the gateway watches
+LIVENESS_PAUSE = "liveness"  # pause_kind of a pause caused by a dead controller
 MODEL_KEYS = ("candidates", "ranker")
 SNAPSHOT_ALIASES = ("champion", "challenger", "previous_champion")
 
 
 class RegistryError(RuntimeError):
     """A model reference could not be resolved or an alias could not be moved."""
+
+
+class ControllerDown(IllegalTransition):
+    """A resume while the controller's heartbeat is stale (nothing would judge the windows)."""
 
 
 class ModelRegistry:
@@ -161,6 +174,7 @@ class TickOutcome:
     action: str
     state: RolloutState
     window: WindowResult | None = None
+    detail: str = ""
 
 
 def plan_of(config: GuardrailsConfig) -> Plan:
@@ -194,6 +208,7 @@ class Controller:
         self._registry: ModelRegistry | None = None
         self.notifier = notifier or Notifier(settings)
         self.clock = clock
+        self.started_at = clock()
 
     @property
     def registry(self) -> ModelRegistry:
@@ -224,6 +239,7 @@ class Controller:
             "green_percent": green,
             "shadow_share": shadow,
             "slots": slots,
+            "pause_kind": None,
         }
         if phase != Phase(state.phase) or pos.step_index != state.step_index:
             fields.update(window_start=now, windows_passed=0, inconclusive_windows=0)
@@ -265,9 +281,26 @@ class Controller:
             log.error("audit write failed for %s by %s: %s", action, actor, exc)
 
     # -- actions ---------------------------------------------------------------------------
-    def start(self, actor: str, candidates: str, ranker: str, reason: str) -> RolloutState:
-        """Begin a rollout of (candidates, ranker) refs against the current champions."""
+    def _read(self, expected_version: int | None) -> RolloutState:
+        """The stored state; ConflictError naming it when it is not `expected_version`."""
         state = self.store.read_state()
+        if expected_version is not None and state.version != expected_version:
+            raise conflict(expected_version, state)
+        return state
+
+    def start(
+        self,
+        actor: str,
+        candidates: str,
+        ranker: str,
+        reason: str,
+        expected_version: int | None = None,
+    ) -> RolloutState:
+        """Begin a rollout of (candidates, ranker) refs against the current champions.
+
+        Every action takes `expected_version`: given, it acts only on that stored state (the
+        one the person saw) and raises ConflictError naming the newer state otherwise."""
+        state = self._read(expected_version)
         pos = position_of(state)
         if pos.phase in ACTIVE:
             raise ConflictError(
@@ -304,7 +337,10 @@ class Controller:
             phase=state.phase,
         )
         new = self.store.compare_and_set(
-            state.version, self._moved(fresh, Position(Phase.SHADOW), now, window_start=now)
+            state.version,
+            self._moved(fresh, Position(Phase.SHADOW), now, window_start=now),
+            actor=actor,
+            action="start",
         )
         for key in changed_models(new):
             try:
@@ -314,22 +350,40 @@ class Controller:
         self._audit(actor, "start", state, new, reason, metrics={"candidate": candidate})
         return new
 
-    def pause(self, actor: str, reason: str) -> RolloutState:
+    def pause(self, actor: str, reason: str, expected_version: int | None = None) -> RolloutState:
         """Hold the rollout where it is (split unchanged, no evaluation) until resumed."""
-        state = self.store.read_state()
+        state = self._read(expected_version)
         pos = apply(position_of(state), Action.PAUSE, self.plan)
         new = self.store.compare_and_set(
             state.version,
             self._moved(state, pos, self.clock(), pause_reason=f"{actor}: {reason}"),
+            actor=actor,
+            action="pause",
         )
         self._audit(actor, "pause", state, new, reason)
         return new
 
-    def resume(self, actor: str, reason: str) -> RolloutState:
-        """Continue a paused rollout with a fresh evaluation window."""
-        state = self.store.read_state()
+    def resume(self, actor: str, reason: str, expected_version: int | None = None) -> RolloutState:
+        """Continue a paused rollout with a fresh evaluation window.
+
+        Refused (ControllerDown) while the controller's heartbeat is stale: nothing would judge
+        the windows, and the gateway would pause it again at once."""
+        state = self._read(expected_version)
         pos = apply(position_of(state), Action.RESUME, self.plan)
         now = self.clock()
+        alive = self.liveness(now)
+        if alive is not None and alive["stale"]:
+            raise ControllerDown(
+                f"cannot resume: the controller's last heartbeat is {alive['age_seconds']:.0f} s "
+                f"old (limit {self.config.controller.stale_after_seconds:g} s); start it "
+                "(`crossfade release watch`, or restart `make serve`) and it resumes a rollout "
+                "paused for its absence by itself, with a fresh window"
+            )
+        return self._resume(state, pos, now, actor, reason)
+
+    def _resume(
+        self, state: RolloutState, pos: Position, now: float, actor: str, reason: str
+    ) -> RolloutState:
         new = self.store.compare_and_set(
             state.version,
             self._moved(
@@ -341,13 +395,17 @@ class Controller:
                 windows_passed=0,
                 inconclusive_windows=0,
             ),
+            actor=actor,
+            action="resume",
         )
         self._audit(actor, "resume", state, new, reason)
         return new
 
-    def promote(self, actor: str, reason: str, full: bool = False) -> RolloutState:
+    def promote(
+        self, actor: str, reason: str, full: bool = False, expected_version: int | None = None
+    ) -> RolloutState:
         """Approve the current step now (or, with full, skip to PROMOTED)."""
-        state = self.store.read_state()
+        state = self._read(expected_version)
         action = Action.PROMOTE_FULL if full else Action.PROMOTE
         pos = apply(position_of(state), action, self.plan)
         return self._advance_to(state, pos, actor, "promote_full" if full else "promote", reason)
@@ -365,7 +423,9 @@ class Controller:
         extra: dict[str, Any] = {"pause_reason": None}
         if window is not None:
             extra["last_window"] = window.to_dict()
-        new = self.store.compare_and_set(state.version, self._moved(state, pos, now, **extra))
+        new = self.store.compare_and_set(
+            state.version, self._moved(state, pos, now, **extra), actor=actor, action=action
+        )
         metrics = window.to_dict() if window else None
         if pos.phase != Phase.PROMOTED:
             self._audit(actor, action, state, new, reason, metrics=metrics)
@@ -379,7 +439,7 @@ class Controller:
                 new, Position(Phase.BAKE, 0, True), now,
                 pause_reason=f"promotion failed: {exc}",
             )  # fmt: skip
-            held = self.store.compare_and_set(new.version, back)
+            held = self.store.compare_and_set(new.version, back, actor=actor, action="hold")
             self._audit(
                 actor, action, state, held, f"{reason}; promotion failed: {exc}", "error", metrics
             )
@@ -393,20 +453,28 @@ class Controller:
         return new
 
     def rollback(
-        self, actor: str, reason: str, window: WindowResult | None = None
+        self,
+        actor: str,
+        reason: str,
+        window: WindowResult | None = None,
+        expected_version: int | None = None,
     ) -> tuple[RolloutState, int]:
         """All traffic to blue, shadow off, aliases restored, incident + notification.
 
         Returns the new state and the incident id. Allowed from an active phase and from
         PROMOTED (the instant rollback: champion goes back to the version before the rollout).
+        System actors (controller, supervisor) give no expected_version: they roll back
+        whatever is current.
         """
-        state = self.store.read_state()
+        state = self._read(expected_version)
         pos = apply(position_of(state), Action.ROLLBACK, self.plan)
         now = self.clock()
         extra: dict[str, Any] = {"pause_reason": None}
         if window is not None:
             extra["last_window"] = window.to_dict()
-        new = self.store.compare_and_set(state.version, self._moved(state, pos, now, **extra))
+        new = self.store.compare_and_set(
+            state.version, self._moved(state, pos, now, **extra), actor=actor, action="rollback"
+        )
         actions = ["split: 0 % green, shadow off"]
         try:
             self.registry.restore(state.aliases_before)
@@ -446,25 +514,140 @@ class Controller:
         self._audit(actor, "rollback", state, new, reason, metrics=detail)
         return new, incident
 
+    # -- liveness --------------------------------------------------------------------------
+    def liveness(self, now: float | None = None) -> dict[str, Any] | None:
+        """The controller's last heartbeat: age, stale or not, pid; None if it never beat."""
+        now = self.clock() if now is None else now
+        beat = self.store.heartbeat(HEARTBEAT)
+        if beat is None:
+            return None
+        age = max(0.0, now - beat["at"])
+        return {
+            "at": beat["at"],
+            "age_seconds": age,
+            "stale": age > self.config.controller.stale_after_seconds,
+            "stale_after_seconds": self.config.controller.stale_after_seconds,
+            "pid": beat["pid"],
+            "host": beat["host"],
+            "started_at": beat["started_at"],
+        }
+
+    def watch_liveness(self, actor: str, now: float | None = None) -> TickOutcome | None:
+        """The watcher's check (the gateway runs it): a stale heartbeat during an active,
+        unpaused rollout pauses it (compare-and-set), records an incident and notifies.
+
+        Returns the outcome when it paused, else None (alive, never seen, nothing active,
+        already paused, or someone else acted first)."""
+        now = self.clock() if now is None else now
+        alive = self.liveness(now)
+        if alive is None or not alive["stale"]:
+            return None
+        state = self.store.read_state()
+        if Phase(state.phase) not in ACTIVE or state.paused:
+            return None
+        age, limit = alive["age_seconds"], alive["stale_after_seconds"]
+        reason = (
+            f"controller heartbeat is {age:.0f} s old (limit {limit:g} s, pid {alive['pid']}): "
+            "no window is judged; paused until the controller is back"
+        )
+        pos = apply(position_of(state), Action.PAUSE, self.plan)
+        moved = self._moved(
+            state, pos, now, pause_reason=f"{actor}: {reason}", pause_kind=LIVENESS_PAUSE
+        )
+        try:
+            new = self.store.compare_and_set(state.version, moved, actor=actor, action="pause")
+        except ConflictError:
+            return None  # another watcher or a person acted first
+        detail: dict[str, Any] = {
+            "phase": state.phase,
+            "step_index": state.step_index,
+            "green_percent": state.green_percent,
+            "heartbeat": alive,
+        }
+        payload = {
+            "event": "controller_stale",
+            "rollout_id": state.rollout_id,
+            "actor": actor,
+            "reason": reason,
+            **detail,
+        }
+        detail["notified"] = self.notifier.notify(payload)
+        try:
+            self.store.add_incident(
+                rollout_id=state.rollout_id, actor=actor, reason=reason, detail=detail
+            )
+        except Exception as exc:
+            log.error("incident write failed for a stale controller: %s", exc)
+        self._audit(actor, "pause", state, new, reason, metrics=detail)
+        return TickOutcome("pause", new, detail=reason)
+
+    def beat(self, now: float) -> dict[str, Any] | None:
+        """Write this controller's heartbeat; returns the previous one (None if never)."""
+        previous = self.store.heartbeat(HEARTBEAT)
+        self.store.beat(HEARTBEAT, now, self.started_at, os.getpid())
+        return previous
+
     # -- the automatic loop ------------------------------------------------------------------
     def tick(self, now: float | None = None) -> TickOutcome:
-        """Evaluate the window if it is due, then advance, hold, pause or roll back."""
+        """Beat, then evaluate the window if it is due and advance, hold, pause or roll back.
+
+        Never judges evidence older or longer than configured: a window spanning a gap in the
+        heartbeat (the controller was down) is discarded and collected again, and a late tick
+        judges only the last configured window length before `now`."""
         now = self.clock() if now is None else now
+        previous = self.beat(now)
         state = self.store.read_state()
         phase = Phase(state.phase)
+        if phase in ACTIVE and state.paused and state.pause_kind == LIVENESS_PAUSE:
+            return self._back_alive(state, now)
         if phase not in ACTIVE or state.paused or state.window_start is None:
             return TickOutcome("idle" if phase not in ACTIVE else "paused", state)
-        due = state.window_start + self.config.window_seconds * (1 + state.inconclusive_windows)
+        gap = now - previous["at"] if previous is not None else 0.0
+        if gap > self.config.controller.stale_after_seconds and state.window_start < now:
+            return self._discard(
+                state, now, f"the controller was down for {gap:.0f} s during this window"
+            )
+        length = self.config.window_seconds * (1 + state.inconclusive_windows)
+        due = state.window_start + length
         if now < due:
             return TickOutcome("wait", state)
+        start = max(state.window_start, now - length)
         window = evaluate_from_store(
-            self.store, self.config, phase.value, candidate_slot(phase), state.window_start, now,
+            self.store, self.config, phase.value, candidate_slot(phase), start, now,
             green_percent=state.green_percent,
         )  # fmt: skip
         try:
             return self._act_on(state, window, now)
         except ConflictError:
             return TickOutcome("conflict", self.store.read_state(), window)
+
+    def _discard(self, state: RolloutState, now: float, why: str) -> TickOutcome:
+        """Drop the evidence collected so far in this window and start a fresh one at `now`."""
+        reason = (
+            f"stale evidence discarded: {why}; window of {now - (state.window_start or now):.0f}"
+            f" s (configured {self.config.window_seconds:g} s) restarts now"
+        )
+        try:
+            new = self.store.compare_and_set(
+                state.version,
+                state.evolve(window_start=now, inconclusive_windows=0),
+                actor=CONTROLLER_ACTOR,
+                action="discard",
+            )
+        except ConflictError:
+            return TickOutcome("conflict", self.store.read_state())
+        self._audit(CONTROLLER_ACTOR, "discard", state, new, reason)
+        return TickOutcome("discard", new, detail=reason)
+
+    def _back_alive(self, state: RolloutState, now: float) -> TickOutcome:
+        """Resume a rollout paused for this controller's absence, with a fresh window."""
+        pos = apply(position_of(state), Action.RESUME, self.plan)
+        reason = "controller alive again; evidence from before the gap discarded, fresh window"
+        try:
+            new = self._resume(state, pos, now, CONTROLLER_ACTOR, reason)
+        except ConflictError:
+            return TickOutcome("conflict", self.store.read_state())
+        return TickOutcome("resume", new, detail=reason)
 
     def _act_on(self, state: RolloutState, window: WindowResult, now: float) -> TickOutcome:
         verdict = window.verdict
@@ -482,6 +665,8 @@ class Controller:
                         inconclusive_windows=state.inconclusive_windows + 1,
                         last_window=window.to_dict(),
                     ),
+                    actor=CONTROLLER_ACTOR,
+                    action="extend",
                 )
                 return TickOutcome("extend", new, window)
             paused = apply(pos, Action.PAUSE, self.plan)
@@ -495,6 +680,8 @@ class Controller:
                     pause_reason=f"{CONTROLLER_ACTOR}: {reason}",
                     last_window=window.to_dict(),
                 ),
+                actor=CONTROLLER_ACTOR,
+                action="pause",
             )
             self._audit(CONTROLLER_ACTOR, "pause", state, new, reason, metrics=window.to_dict())
             return TickOutcome("pause", new, window)
@@ -508,6 +695,8 @@ class Controller:
                     window_start=now,
                     last_window=window.to_dict(),
                 ),
+                actor=CONTROLLER_ACTOR,
+                action="hold",
             )
             return TickOutcome("hold", new, window)
         target = apply(pos, Action.ADVANCE, self.plan)

@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crossfade.config import Settings
-from deployments.rollout.observations import Measure, slot_measures
+from deployments.rollout.observations import Measure, coverage, slot_measures
 from deployments.rollout.store import RolloutStore
 
 MEASURES = (
@@ -148,11 +148,38 @@ class BakePlan(_Strict):
     windows: int = Field(ge=1)
 
 
+class ControllerPlan(_Strict):
+    """The controller's liveness and what evidence a window must hold to be judged."""
+
+    stale_after_seconds: float = Field(
+        gt=0,
+        description="a controller heartbeat older than this is dead: alert, pause the rollout, "
+        "and discard the evidence of a window that spans the gap",
+    )
+    watch_seconds: float = Field(gt=0, description="how often the gateway checks the heartbeat")
+    min_coverage: float = Field(
+        ge=0,
+        le=1,
+        description="share of a window's buckets that must hold candidate observations; "
+        "less is INCONCLUSIVE, never a pass",
+    )
+    coverage_buckets: int = Field(ge=1, description="a window is cut into this many buckets")
+
+
+class RefusalAuditPlan(_Strict):
+    """Refused admin requests: audited per client through a token bucket."""
+
+    per_minute: float = Field(gt=0, description="audit rows a client's refusals earn per minute")
+    burst: int = Field(ge=1, description="refusals audited in full before the rate applies")
+
+
 class GuardrailsConfig(_Strict):
     """configs/guardrails.yaml."""
 
     window_seconds: float = Field(gt=0)
     inconclusive_grace_windows: int = Field(0, ge=0)
+    controller: ControllerPlan
+    refusal_audit: RefusalAuditPlan
     shadow: ShadowPlan
     canary: CanaryPlan
     bake: BakePlan
@@ -414,6 +441,23 @@ def evaluate_window(
     return WindowResult(phase.lower(), slot, start, end, results)
 
 
+COVERAGE = "window_coverage"
+
+
+def coverage_result(config: GuardrailsConfig, covered: float) -> GuardrailResult:
+    """The window's own check: enough of it holds candidate observations (else INCONCLUSIVE:
+    a burst at one end of a long, mostly empty window is not evidence about the whole)."""
+    need = config.controller.min_coverage
+    buckets = config.controller.coverage_buckets
+    verdict = Verdict.PASS if covered >= need else Verdict.INCONCLUSIVE
+    return GuardrailResult(
+        COVERAGE, COVERAGE, verdict, covered, None, covered, need, "higher_is_better",
+        "absolute", round(covered * buckets), max(1, math.ceil(need * buckets)),
+        f"{covered:.0%} of the window's {buckets} buckets hold candidate observations "
+        f"(need {need:.0%})",
+    )  # fmt: skip
+
+
 def evaluate_from_store(
     store: RolloutStore,
     config: GuardrailsConfig,
@@ -423,12 +467,19 @@ def evaluate_from_store(
     end: float,
     green_percent: float | None = None,
 ) -> WindowResult:
-    """Query the window's observations and judge them; any query failure is a breach."""
+    """Query the window's observations and judge them; any query failure is a breach.
+
+    Besides the guardrails, the window's coverage (how much of it holds observations of the
+    candidate's slot) must reach `controller.min_coverage`, or the window is INCONCLUSIVE."""
+    covered: float | None = None
     try:
-        measures: dict[str, dict[str, Measure]] | None = slot_measures(
-            store.observations(start, end)
-        )
+        rows = store.observations(start, end)
+        measures: dict[str, dict[str, Measure]] | None = slot_measures(rows)
+        covered = coverage(rows, slot, start, end, config.controller.coverage_buckets)
         error = None
     except Exception as exc:  # fail closed on any store problem
         measures, error = None, f"{type(exc).__name__}: {exc}"
-    return evaluate_window(config, phase, slot, start, end, measures, error, green_percent)
+    window = evaluate_window(config, phase, slot, start, end, measures, error, green_percent)
+    if covered is not None:
+        window.results.append(coverage_result(config, covered))
+    return window

@@ -256,3 +256,18 @@ def slot_measures(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Measure
         shadow["p99_latency_ms"] = shadow["shadow_p99_latency_ms"]
         shadow["error_rate"] = shadow["shadow_error_rate"]
     return out
+
+
+def coverage(
+    rows: Sequence[dict[str, Any]], slot: str, start: float, end: float, buckets: int
+) -> float:
+    """Share of `buckets` equal parts of [start, end) holding at least one row of `slot`."""
+    if end <= start:
+        return 0.0
+    width = (end - start) / buckets
+    hit = {
+        min(buckets - 1, int((row["at"] - start) // width))
+        for row in rows
+        if row.get("slot") == slot and start <= row["at"] < end
+    }
+    return len(hit) / buckets

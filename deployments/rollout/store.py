@@ -101,11 +101,62 @@ observation_table = Table(
     Index("ix_rollout_observations_at", "at"),
 )
 
+heartbeat_table = Table(
+    "rollout_heartbeats",
+    metadata,
+    Column("name", String(32), primary_key=True),  # "controller"
+    Column("at", Float, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("pid", Integer, nullable=True),
+    Column("host", String(128), nullable=True),
+)
+
 OBSERVATION_COLUMNS = tuple(c.name for c in observation_table.columns if c.name != "id")
 
 
 class ConflictError(RuntimeError):
-    """Another action changed the rollout first; re-read the status and decide again."""
+    """Another action changed the rollout first; re-read the status and decide again.
+
+    `current` is the state that won (None when it could not be read), `expected` the version
+    the losing action was conditional on."""
+
+    def __init__(
+        self, message: str, current: RolloutState | None = None, expected: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.current = current
+        self.expected = expected
+
+    def winner(self) -> dict[str, Any] | None:
+        """The state this action lost to: phase, step, version, who moved it and how."""
+        if self.current is None:
+            return None
+        return describe_position(self.current)
+
+
+def describe_position(state: RolloutState) -> dict[str, Any]:
+    """Phase, step, version and who last moved a state (conflict replies, CLI lines)."""
+    return {
+        "phase": state.phase,
+        "step_index": state.step_index,
+        "paused": state.paused,
+        "green_percent": state.green_percent,
+        "version": state.version,
+        "updated_by": state.updated_by,
+        "last_action": state.last_action,
+        "updated_at": state.updated_at,
+    }
+
+
+def position_line(state: RolloutState) -> str:
+    """One line naming a state: "CANARY step 2 (25 % green), version 7, by alice (promote)"."""
+    where = state.phase
+    if state.phase == "CANARY":
+        where += f" step {state.step_index + 1} ({state.green_percent:g} % green)"
+    if state.paused:
+        where += ", paused"
+    who = f", by {state.updated_by} ({state.last_action})" if state.updated_by else ""
+    return f"{where}, version {state.version}{who}"
 
 
 @dataclass(frozen=True)
@@ -137,6 +188,9 @@ class RolloutState:
     last_window: dict[str, Any] | None = None
     started_by: str | None = None
     started_at: float | None = None
+    updated_by: str | None = None  # who made the last change (conflict replies name them)
+    last_action: str | None = None
+    pause_kind: str | None = None  # "liveness" when the controller's death paused it
 
     def evolve(self, **changes: Any) -> RolloutState:
         """A copy with some fields changed (the version is bumped by the store, not here)."""
@@ -220,6 +274,23 @@ def engine_for(url: str) -> Engine:
         return engine
 
 
+def conflict(expected_version: int, current: RolloutState) -> ConflictError:
+    """The ConflictError of an action conditional on `expected_version` that lost to `current`."""
+    return ConflictError(
+        f"the rollout changed before this action (expected state version {expected_version}, "
+        f"now {position_line(current)}); check `crossfade release status` and retry if the "
+        "action still makes sense",
+        current,
+        expected_version,
+    )
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()[:128]
+
+
 def _loads(text: str | None) -> Any:
     return json.loads(text) if text else None
 
@@ -252,9 +323,21 @@ class RolloutStore:
         fields["paused"] = bool(fields["paused"])
         return RolloutState(**fields, **body)
 
-    def compare_and_set(self, expected_version: int, new: RolloutState) -> RolloutState:
-        """Write `new` iff the stored version is still `expected_version`; else ConflictError."""
-        stored = new.evolve(version=expected_version + 1, updated_at=time.time())
+    def compare_and_set(
+        self,
+        expected_version: int,
+        new: RolloutState,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+    ) -> RolloutState:
+        """Write `new` iff the stored version is still `expected_version`; else ConflictError.
+
+        `actor` and `action` are stamped on the state (updated_by, last_action) when given."""
+        stamp: dict[str, Any] = {"version": expected_version + 1, "updated_at": time.time()}
+        if actor is not None:
+            stamp.update(updated_by=actor[:128], last_action=action)
+        stored = new.evolve(**stamp)
         values = {key: getattr(stored, key) for key in _ROW_FIELDS}
         values["body"] = json.dumps(stored.body(), sort_keys=True)
         with self.engine.begin() as conn:
@@ -275,13 +358,29 @@ class RolloutStore:
         return stored
 
     def _conflict(self, expected_version: int) -> ConflictError:
-        current = self.read_state()
-        return ConflictError(
-            f"the rollout changed while this action ran (expected state version "
-            f"{expected_version}, now {current.version}: phase {current.phase}"
-            f"{', paused' if current.paused else ''}); check `crossfade release status` "
-            "and retry if the action still makes sense"
-        )
+        return conflict(expected_version, self.read_state())
+
+    # -- controller liveness ---------------------------------------------------------------
+    def beat(self, name: str, at: float, started_at: float, pid: int | None = None) -> None:
+        """Record that `name` (the controller) is alive at `at` (an upsert of one row)."""
+        values = {"at": at, "started_at": started_at, "pid": pid, "host": _host()}
+        where = update(heartbeat_table).where(heartbeat_table.c.name == name).values(**values)
+        with self.engine.begin() as conn:
+            if conn.execute(where).rowcount == 1:
+                return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(heartbeat_table).values(name=name, **values))
+        except IntegrityError:  # another process inserted it first: update instead
+            with self.engine.begin() as conn:
+                conn.execute(where)
+
+    def heartbeat(self, name: str) -> dict[str, Any] | None:
+        """The last heartbeat of `name` ({at, started_at, pid, host}), None if never seen."""
+        query = select(heartbeat_table).where(heartbeat_table.c.name == name)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row is not None else None
 
     # -- audit and incidents ---------------------------------------------------------------
     def audit(

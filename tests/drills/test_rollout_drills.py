@@ -109,7 +109,9 @@ def _admin(stack: Stack, method: str, action: str, **body: Any) -> dict[str, Any
     with httpx.Client(base_url=stack.gateway_url, timeout=120) as client:
         if method == "GET":
             response = client.get(f"/admin/release/{action}", headers=headers)
-        else:
+        else:  # a change acts on the state version it saw (else 428)
+            seen = client.get("/admin/release/status", headers=VIEWER).json()["state_version"]
+            body.setdefault("expected_version", seen)
             response = client.post(f"/admin/release/{action}", headers=headers, json=body)
     assert response.status_code == 200, f"{action}: {response.status_code} {response.text}"
     result: dict[str, Any] = response.json()

@@ -187,6 +187,9 @@ def test_concurrent_starts_one_wins_the_other_gets_409(stack: Stack) -> None:
         httpx.Client(base_url=stack.gateway_url, timeout=120) as client,
         ThreadPoolExecutor(max_workers=2) as pool,
     ):
+        body["expected_version"] = client.get("/admin/release/status", headers=RM).json()[
+            "state_version"
+        ]
         replies = list(
             pool.map(lambda _: client.post("/admin/release/start", headers=RM, json=body), [0, 1])
         )
@@ -265,9 +268,15 @@ def test_canary_routes_listeners_by_the_stable_hash(
     with httpx.Client(base_url=stack.gateway_url, timeout=120) as client:
         steps = load_guardrails(guardrails_path(trained)).canary.steps
         assert steps[-1] == 50, "this test walks the canary up to its last step, 50 %"
+        seen = client.get("/admin/release/status", headers=RM).headers["etag"]
         for _ in steps:  # SHADOW -> each canary step in turn, ending at 50 %
-            reply = client.post("/admin/release/promote", headers=RM, json={"reason": "test"})
+            reply = client.post(
+                "/admin/release/promote",
+                headers={**RM, "if-match": seen},
+                json={"reason": "test"},
+            )
             assert reply.status_code == 200, reply.text
+            seen = reply.headers["etag"]
         assert reply.json()["green_percent"] == 50
     greens = [lid for lid in listeners if route(lid, 5_000) == "green"]
     assert greens, "no listener hashes to green at 50 %"

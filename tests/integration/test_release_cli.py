@@ -40,9 +40,14 @@ def test_release_lifecycle_from_the_cli(cli_settings: Settings) -> None:
     assert code == 0, out
     assert "IDLE" in out and "start a rollout" in out
 
+    code, out = invoke("start", "--reason", "weekly retrain", "--actor", "controller")
+    assert code == 2 and "reserved for the platform" in out  # nobody writes as the controller
+
     code, out = invoke("start", "--reason", "weekly retrain", "--actor", "alice")
     assert code == 0, out
+    assert out.startswith("acting on IDLE, version 0")
     assert "SHADOW" in out and "candidates v3, ranker v3" in out
+    assert "controller never seen" in " ".join(out.split())
     steps = load_guardrails(guardrails_path(cli_settings)).canary.steps
     assert f"canary {steps[0]:g} % green" in out
 
@@ -52,11 +57,17 @@ def test_release_lifecycle_from_the_cli(cli_settings: Settings) -> None:
 
     code, out = invoke("pause", "-r", "waiting for the weekly report", "--actor", "alice")
     assert code == 0 and "paused" in out
+    assert "acting on SHADOW, version 1, by alice (start)" in out
     code, out = invoke("resume", "--actor", "alice")
-    assert code == 0 and "paused" not in out.split("next")[0]
-    code, out = invoke("promote", "--actor", "alice")
+    assert code == 0 and "paused" not in out.split("release status")[1].split("next")[0]
+    code, out = invoke("promote", "--actor", "alice", "--expect-version", "3")
     assert code == 0 and "CANARY" in out and f"step 1 of {len(steps)}" in out
     assert f"green {steps[0]:g} %" in out
+    # a second operator who saw the same status: the rollout moved on, exit 3 naming it
+    code, out = invoke("promote", "--actor", "bob", "--expect-version", "3")
+    assert code == 3, out
+    assert "conflict" in out and "expected state version 3" in " ".join(out.split())
+    assert "by alice (promote)" in " ".join(out.split())
 
     code, out = invoke("watch", "--once")
     assert code == 0 and "CANARY" in out
@@ -74,6 +85,7 @@ def test_release_lifecycle_from_the_cli(cli_settings: Settings) -> None:
     assert [(r["action"], r["outcome"]) for r in rows] == [
         ("promote", "refused"),
         ("rollback", "ok"),
+        ("promote", "conflict"),
         ("promote", "ok"),
         ("resume", "ok"),
         ("pause", "ok"),

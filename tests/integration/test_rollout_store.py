@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from crossfade.config import Settings, load_settings
-from deployments.rollout.api import ReleaseService
+from deployments.rollout.api import PreconditionRequired, ReleaseService
 from deployments.rollout.auth import Forbidden, Principal
 from deployments.rollout.controller import Controller
 from deployments.rollout.guardrails import GuardrailsConfig, guardrails_path, load_guardrails
@@ -73,9 +73,16 @@ class Clock:
 
 
 def small_config(settings: Settings, **changes: object) -> GuardrailsConfig:
-    """The shipped guardrails with a test window and one grace window."""
+    """The shipped guardrails with a test window and one grace window; these tests tick once
+    per window, so the controller counts as alive across a few windows between ticks."""
     cfg = load_guardrails(guardrails_path(settings))
-    update = {"window_seconds": WINDOW, "inconclusive_grace_windows": 1, **changes}
+    alive = cfg.controller.model_copy(update={"stale_after_seconds": 5 * WINDOW})
+    update = {
+        "window_seconds": WINDOW,
+        "inconclusive_grace_windows": 1,
+        "controller": alive,
+        **changes,
+    }
     return cfg.model_copy(update=update)
 
 
@@ -327,19 +334,31 @@ def test_release_service_audits_refusals(release_settings: Settings) -> None:
     viewer = Principal("bob", "viewer")
     assert api.status(viewer)["phase"] == "IDLE"
     with pytest.raises(Forbidden):
-        api.start(viewer, "2", "2", "sneaky")
+        api.start(viewer, "2", "2", "sneaky", expected_version=0)
     with pytest.raises(IllegalTransition):
-        api.pause(MANAGER, "nothing to pause")
-    doc = api.start(MANAGER, "challenger", "challenger", "go")
+        api.pause(MANAGER, "nothing to pause", expected_version=0)
+    with pytest.raises(PreconditionRequired, match="expected_version"):
+        api.start(MANAGER, "challenger", "challenger", "go", expected_version=None)
+    doc = api.start(MANAGER, "challenger", "challenger", "go", expected_version=0)
     assert doc["candidate"] == {"candidates": "3", "ranker": "3"}
+    assert (doc["updated_by"], doc["last_action"]) == ("alice", "start")
     first = ctl.plan.steps[0]
     assert doc["next"] == f"canary {first:g} % green" and doc["next_evaluation_at"] is not None
     with pytest.raises(ConflictError, match="already in SHADOW"):
-        api.start(MANAGER, "2", "2", "again")
+        api.start(MANAGER, "2", "2", "again", expected_version=doc["state_version"])
+    with pytest.raises(ConflictError, match="expected state version 0") as lost:
+        api.promote(MANAGER, "stale view", expected_version=0)
+    assert lost.value.winner() == {
+        "phase": "SHADOW", "step_index": 0, "paused": False, "green_percent": 0.0,
+        "version": doc["state_version"], "updated_by": "alice", "last_action": "start",
+        "updated_at": doc["updated_at"],
+    }  # fmt: skip
     outcomes = [(h["actor"], h["action"], h["outcome"]) for h in api.history(viewer)]
     assert outcomes == [
+        ("alice", "promote", "conflict"),
         ("alice", "start", "conflict"),
         ("alice", "start", "ok"),
+        ("alice", "start", "precondition"),
         ("alice", "pause", "refused"),
         ("bob", "start", "refused"),
     ]
@@ -377,7 +396,7 @@ def _cas_contract(store: RolloutStore) -> None:
     assert state.version == 0 and state.phase == "IDLE"
     first = store.compare_and_set(0, state.evolve(phase="SHADOW", slots={"blue": {"ranker": "1"}}))
     assert first.version == 1 and store.read_state() == first
-    with pytest.raises(ConflictError, match="expected state version 0, now 1"):
+    with pytest.raises(ConflictError, match="expected state version 0, now SHADOW, version 1"):
         store.compare_and_set(0, state.evolve(phase="CANARY"))
     second = store.compare_and_set(1, first.evolve(phase="CANARY", green_percent=5.0))
     with pytest.raises(ConflictError):
@@ -412,6 +431,74 @@ def _cas_contract(store: RolloutStore) -> None:
     assert rows[1]["score_drift"] is None
     store.audit(actor="x", action="pause", outcome="ok", reason="r", metrics={"a": 1})
     assert store.history(1)[0]["metrics"] == {"a": 1}
+    # the controller's heartbeat: one row, upserted (racing first beats included)
+    assert store.heartbeat("controller") is None
+    beats = threading.Barrier(4)
+
+    def beat(i: int) -> None:
+        beats.wait()
+        store.beat("controller", 10.0 + i, 5.0, 100 + i)
+
+    threads = [threading.Thread(target=beat, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.beat("controller", 20.0, 5.0, 123)
+    seen = store.heartbeat("controller")
+    assert seen is not None and (seen["at"], seen["started_at"], seen["pid"]) == (20.0, 5.0, 123)
+
+
+def _promotion_race(settings: Settings, n: int = 8) -> None:
+    """n release managers promote from the same status at once: exactly one moves the
+    rollout one step; the others get ConflictError naming the winner's state."""
+    api = ReleaseService(settings)
+    store = api.store
+    start = store.read_state()
+    shadow = store.compare_and_set(
+        start.version,
+        start.evolve(phase="SHADOW", rollout_id="r-race", candidate={"ranker": "2"}),
+        actor="lifecycle",
+        action="start",
+    )
+    seen = api.status(MANAGER)["state_version"]
+    assert seen == shadow.version
+    barrier = threading.Barrier(n)
+    results: list[object] = []
+
+    def run(i: int) -> None:
+        who = Principal(f"rm{i}", "release-manager")
+        barrier.wait()
+        try:
+            results.append(api.promote(who, "race", expected_version=seen))
+        except ConflictError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wins = [r for r in results if isinstance(r, dict)]
+    lost = [r for r in results if isinstance(r, ConflictError)]
+    assert len(wins) == 1 and len(lost) == n - 1, results
+    final = store.read_state()
+    assert (final.phase, final.step_index, final.version) == ("CANARY", 0, seen + 1)
+    winner = final.updated_by
+    assert winner is not None and winner.startswith("rm") and final.last_action == "promote"
+    for exc in lost:
+        assert exc.winner() == {
+            "phase": "CANARY", "step_index": 0, "paused": False,
+            "green_percent": final.green_percent, "version": seen + 1, "updated_by": winner,
+            "last_action": "promote", "updated_at": final.updated_at,
+        }  # fmt: skip
+        assert f"by {winner} (promote)" in str(exc)
+    conflicts = [h for h in store.history(50) if h["outcome"] == "conflict"]
+    assert len(conflicts) == n - 1
+
+
+def test_concurrent_promotions_one_wins_sqlite(settings: Settings) -> None:
+    _promotion_race(settings)
 
 
 def test_store_contract_sqlite(settings: Settings) -> None:
@@ -443,6 +530,11 @@ def test_store_contract_postgres(pg_store_settings: Settings) -> None:
     store = RolloutStore.from_settings(pg_store_settings)
     assert store.engine.dialect.name == "postgresql"
     _cas_contract(store)
+
+
+@pytest.mark.services
+def test_concurrent_promotions_one_wins_postgres(pg_store_settings: Settings) -> None:
+    _promotion_race(pg_store_settings)
 
 
 @pytest.mark.services

@@ -26,7 +26,13 @@ def admin(settings: Settings) -> AdminAPI:
 
 
 def call(
-    admin: AdminAPI, action: str, method: str = "GET", token: str | None = None, body: Any = None
+    admin: AdminAPI,
+    action: str,
+    method: str = "GET",
+    token: str | None = None,
+    body: Any = None,
+    if_match: str | None = None,
+    client: str = "127.0.0.1",
 ) -> Reply:
     return asyncio.run(
         admin.handle(
@@ -35,6 +41,8 @@ def call(
             authorization=f"Bearer {token}" if token else None,
             raw=json.dumps(body).encode() if body is not None else b"",
             query={},
+            if_match=if_match,
+            client=client,
         )
     )
 
@@ -51,7 +59,9 @@ def test_status_needs_a_known_token_and_refusals_are_audited(admin: AdminAPI) ->
     assert ok.status == 200 and json.loads(ok.body)["phase"] == "IDLE"
     forbidden = call(admin, "pause", "POST", VIEWER, {"reason": "x"})
     assert forbidden.status == 403
-    illegal = call(admin, "pause", "POST", RM, {"reason": "nothing to pause"})
+    illegal = call(
+        admin, "pause", "POST", RM, {"reason": "nothing to pause", "expected_version": 0}
+    )
     assert illegal.status == 409 and b"cannot pause" in illegal.body
     history = json.loads(call(admin, "history", token=RM).body)
     outcomes = [(row["actor"], row["action"], row["outcome"]) for row in history]
@@ -74,3 +84,70 @@ def test_wrong_method_unknown_action_and_bad_bodies(admin: AdminAPI) -> None:
         )
     )
     assert limit.status == 422 and b"limit" in limit.body
+
+
+def test_changes_need_the_state_version_they_act_on(admin: AdminAPI) -> None:
+    """No expectation: 428 naming the field; If-Match and the body field both work and must
+    agree; a stale one is a 409 naming the state that won; status carries the ETag."""
+    status = call(admin, "status", token=RM)
+    assert status.headers == {"etag": '"0"'}
+    missing = call(admin, "pause", "POST", RM, {"reason": "x"})
+    assert missing.status == 428 and b"expected_version" in missing.body
+    assert b"If-Match" in missing.body
+    star = call(admin, "pause", "POST", RM, {}, if_match="*")
+    assert star.status == 428
+    garbage = call(admin, "pause", "POST", RM, {}, if_match="yesterday")
+    assert garbage.status == 422 and b"If-Match" in garbage.body
+    disagree = call(admin, "pause", "POST", RM, {"expected_version": 1}, if_match='"2"')
+    assert disagree.status == 422 and b"expected_version" in disagree.body
+    negative = call(admin, "pause", "POST", RM, {"expected_version": -1})
+    assert negative.status == 422
+    # a legal move on a stale version: the store moved on (here by a direct write)
+    store = admin.release.store
+    moved = store.compare_and_set(
+        0, store.read_state().evolve(phase="SHADOW"), actor="bob", action="start"
+    )
+    stale = call(admin, "pause", "POST", RM, {"reason": "x"}, if_match='W/"0"')
+    assert stale.status == 409, stale.body
+    doc = json.loads(stale.body)
+    assert doc["kind"] == "ConflictError" and doc["expected_version"] == 0
+    assert doc["current"]["phase"] == "SHADOW" and doc["current"]["version"] == moved.version
+    assert doc["current"]["updated_by"] == "bob" and doc["current"]["last_action"] == "start"
+    ok = call(admin, "pause", "POST", RM, {"reason": "x"}, if_match=f'"{moved.version}"')
+    assert ok.status == 200 and json.loads(ok.body)["paused"] is True
+    assert ok.headers == {"etag": f'"{moved.version + 1}"'}
+    history = json.loads(call(admin, "history", token=RM).body)
+    outcomes = {(row["action"], row["outcome"]) for row in history}
+    assert {("pause", "precondition"), ("pause", "invalid"), ("pause", "conflict")} <= outcomes
+    conflict = next(row for row in history if row["outcome"] == "conflict")
+    assert conflict["metrics"]["lost_to"]["updated_by"] == "bob"
+
+
+def test_refusal_floods_are_rate_limited_and_summarized(admin: AdminAPI) -> None:
+    """An anonymous flood writes `burst` rows, then one summary row with the count: the log
+    stays bounded and nothing is lost (the summary is written on flush and at close)."""
+    burst = admin.release.controller.config.refusal_audit.burst
+    flood = 10 * burst
+    for _ in range(flood):
+        assert call(admin, "promote", "POST", None, {}, client="10.0.0.9").status == 401
+    other = call(admin, "status", client="10.0.0.10")  # another client has its own bucket
+    assert other.status == 401
+    for _ in range(3):  # invalid bodies of a known caller are refusals too
+        assert call(admin, "start", "POST", RM, {"colour": "red"}).status == 422
+
+    def rows() -> list[dict[str, Any]]:
+        return admin.release.store.history(1000)
+
+    anonymous = [r for r in rows() if r["actor"] == "anonymous"]
+    assert len(anonymous) == burst + 1  # the flood's burst and the other client's one
+    assert admin.release.refusals.pending() == flood - burst
+    admin.close()
+    summaries = [r for r in rows() if r["outcome"] == "suppressed"]
+    assert len(summaries) == 1
+    (summary,) = summaries
+    assert summary["actor"] == "anonymous@10.0.0.9"
+    assert f"{flood - burst} more refusals from anonymous@10.0.0.9" in summary["reason"]
+    assert summary["metrics"]["suppressed"] == flood - burst
+    assert admin.release.refusals.pending() == 0
+    invalid = [r for r in rows() if r["outcome"] == "invalid"]
+    assert len(invalid) == 3 and all("colour" in r["reason"] for r in invalid)
