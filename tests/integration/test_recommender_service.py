@@ -25,7 +25,14 @@ TOKEN = "test-admin-token"
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, Path]]:
-    root = tmp_path_factory.mktemp("recommender")
+    yield from recommender(tmp_path_factory.mktemp("recommender"))
+
+
+def recommender(
+    root: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[ServiceProcess, Path]]:
+    """A green recommender serving the test world's models (champion aliases) from `root`;
+    `extra_env` adds CROSSFADE_* settings (other test modules start their own this way)."""
     data_root = root / "data"
     served = build_world(root / "world")
     settings = load_settings("local", data_root=data_root)
@@ -41,6 +48,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceP
         "CROSSFADE_SERVING__SLOT": "green",
         "CROSSFADE_SERVING__ADMIN_TOKEN": TOKEN,
         "CROSSFADE_SERVING__LOG_BATCH_SIZE": "1",
+        **(extra_env or {}),
     }
     process = start_service("deployments.recommender.service:Recommender", env, ready_timeout=180)
     try:
