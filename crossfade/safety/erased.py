@@ -4,8 +4,9 @@
 before it touches any store, so serving stops personalizing first. The set is one JSON file
 under the data root (`<data root>/privacy/erased_listeners.json`) on every profile, like the
 serving logs the recommenders already share, written atomically. Recommenders read it through
-`ErasedListeners`: a membership test costs a clock read and a set lookup; the file is
-re-read (after one stat shows it changed) at most every `privacy.erased_refresh_seconds`.
+`ErasedListeners`: a membership test costs a clock read and a set lookup; at most every
+`privacy.erased_refresh_seconds` one stat checks the file, and a changed file is re-read on a
+background thread (never on the request path), the new set swapped in when read.
 The set holds pseudonyms only (raw ids only where the stores themselves keep raw ids).
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -80,13 +82,17 @@ class ErasedListeners:
         path: Path,
         refresh_seconds: float,
         clock: Callable[[], float] = time.monotonic,
+        background: bool = True,
     ) -> None:
         self.path = path
         self.refresh_seconds = refresh_seconds
         self.clock = clock
+        self.background = background  # False: re-read in the caller (tests, tools)
         self._ids: frozenset[str] = frozenset()
         self._stamp: tuple[int, int, int] | None = None
-        self._next = float("-inf")
+        self._reading = threading.Lock()
+        self._next = clock() + refresh_seconds
+        self._refresh(background=False)  # at load time: the first answer already knows
 
     @classmethod
     def of(cls, settings: Settings) -> ErasedListeners:
@@ -97,24 +103,29 @@ class ErasedListeners:
         now = self.clock()
         if now >= self._next:
             self._next = now + self.refresh_seconds
-            self._refresh()
+            self._refresh(background=self.background)
         return listener_id in self._ids
 
     def __len__(self) -> int:
         return len(self._ids)
 
-    def _refresh(self) -> None:
+    def _refresh(self, background: bool) -> None:
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            self._ids, self._stamp = frozenset(), None
-            return
+            return  # never made, or moved away: keep who is known to be erased
         except OSError as exc:
             log.warning("cannot stat the erased-listeners set", extra={"error": str(exc)})
             return
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
-            return
+        if stamp == self._stamp or not self._reading.acquire(blocking=False):
+            return  # unchanged, or a read is already under way
+        if background:
+            threading.Thread(target=self._load, args=(stamp,), daemon=True).start()
+        else:
+            self._load(stamp)
+
+    def _load(self, stamp: tuple[int, int, int]) -> None:
         try:
             self._ids = frozenset(_read(self.path))
             self._stamp = stamp
@@ -123,3 +134,5 @@ class ErasedListeners:
                 "cannot read the erased-listeners set: keeping the last one read",
                 extra={"path": str(self.path), "error": str(exc)},
             )
+        finally:
+            self._reading.release()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -97,7 +98,7 @@ def test_core_stores_cover_quarantine_and_reports(settings: Settings) -> None:
 
 def test_erased_set_is_read_after_the_refresh_interval(settings: Settings) -> None:
     now = [0.0]
-    erased = ErasedListeners(erased_path(settings), 2.0, clock=lambda: now[0])
+    erased = ErasedListeners(erased_path(settings), 2.0, clock=lambda: now[0], background=False)
     assert VICTIM not in erased  # no file yet: nobody is erased
     record_erased(settings, [VICTIM])
     assert VICTIM not in erased  # cached until the interval has passed
@@ -109,6 +110,17 @@ def test_erased_set_is_read_after_the_refresh_interval(settings: Settings) -> No
     erased_path(settings).write_text("{ not json")
     now[0] = 5.0
     assert VICTIM in erased  # an unreadable file never forgets who was erased
+
+
+def test_a_serving_process_rereads_the_set_off_the_request_path(settings: Settings) -> None:
+    record_erased(settings, [OTHER])
+    erased = ErasedListeners(erased_path(settings), 0.01)
+    assert OTHER in erased  # read when made (load time)
+    record_erased(settings, [VICTIM])
+    deadline = time.monotonic() + 30
+    while VICTIM not in erased and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert VICTIM in erased and OTHER in erased
 
 
 def _pipeline(served: Served, settings: Settings) -> RecommendationPipeline:  # noqa: F811
