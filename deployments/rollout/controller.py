@@ -222,6 +222,7 @@ class Controller:
         """The state at a new machine position, with its split and slots."""
         green, shadow = split(pos, self.plan)
         phase = pos.phase
+        slots: dict[str, dict[str, str] | None]
         if phase == Phase.SHADOW:
             # green loads the candidate now too (no listener yet), so the first canary step
             # starts on a warm, confirmed slot instead of a reload
