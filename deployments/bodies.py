@@ -153,24 +153,31 @@ async def send_closing(send: Send, reply: Reply) -> None:
 class _LimitedBody:
     """One request's receive/send, counting body bytes against the limits."""
 
-    def __init__(self, receive: Receive, send: Send, limits: Limits) -> None:
+    def __init__(self, receive: Receive, send: Send, limits: Limits, now: float) -> None:
         self._receive, self._send, self.limits = receive, send, limits
-        self.deadline = asyncio.get_running_loop().time() + limits.body_timeout_seconds
+        self.deadline = now + limits.body_timeout_seconds
         self.received = 0
         self.done = False  # the whole body arrived (or the client left)
         self.refused: int | None = None
         self.started = False  # the app began its answer
+        self.waiting: asyncio.Task[Any] | None = None  # the task blocked on the body, if any
+        self.expired = False  # the watchdog cancelled `waiting` at the deadline
 
     async def receive(self) -> Message:
         if self.done:
             return await self._receive()  # after the body: waiting for a disconnect is fine
         if self.refused is not None:
             return _DISCONNECT
+        self.waiting = asyncio.current_task()
         try:
-            async with asyncio.timeout_at(self.deadline):
-                message = await self._receive()
-        except TimeoutError:
+            message = await self._receive()
+        except asyncio.CancelledError:
+            # only our own cancellation means "the body is late"; any other one goes on
+            if not self.expired or self.waiting is None or self.waiting.uncancel() > 0:
+                raise
             return await self._refuse(too_slow(self.limits.body_timeout_seconds))
+        finally:
+            self.waiting = None
         if message["type"] != "http.request":
             self.done = True
             return message
@@ -193,12 +200,21 @@ class _LimitedBody:
             await send_closing(self._send, reply)
         return _DISCONNECT
 
+    def expire(self, now: float) -> None:
+        """Cancel the wait for the body if its deadline passed (the watchdog calls this)."""
+        if self.waiting is not None and not self.expired and now >= self.deadline:
+            self.expired = True
+            self.waiting.cancel()
+
 
 class BodyLimits:
     """ASGI middleware: 413 for a body over the size limit, 408 for one not received in time.
 
     `limits` is called once, on the first request (the recommender's BentoML worker loads its
-    settings only then); `on_refused` counts refusals (Prometheus in each service).
+    settings only then); `on_refused` counts refusals (Prometheus in each service). The read
+    time is enforced by one watchdog task per event loop that sweeps the requests still
+    reading their body, not by a timer per request: a timer cost more than the rest of the
+    middleware on the listener path, and a body that arrived with its headers needs none.
     """
 
     def __init__(
@@ -212,6 +228,9 @@ class BodyLimits:
         self._on_refused_factory = on_refused
         self._limits: Limits | None = None
         self._on_refused: OnRefused | None = None
+        self._reading: set[_LimitedBody] = set()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Pass the request through with its body read under the limits."""
@@ -228,15 +247,33 @@ class BodyLimits:
             self._count(413)
             await send_closing(send, too_large(limits.max_body_bytes, declared))
             return
-        body = _LimitedBody(receive, send, limits)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # the first request on this loop (tests run several)
+            self._loop, self._reading = loop, set()
+            self._watchdog = loop.create_task(self._watch(loop, limits.body_timeout_seconds))
+        body = _LimitedBody(receive, send, limits, loop.time())
+        self._reading.add(body)
         try:
             await self.app(scope, body.receive, body.send)
         except Exception:
             if body.refused is None:
                 raise
             # the app saw a disconnect where its body should be (Starlette raises for it)
+        finally:
+            self._reading.discard(body)
         if body.refused is not None:
             self._count(body.refused)
+
+    async def _watch(self, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        """Every quarter of the timeout (at most 0.5 s), end the waits past their deadline."""
+        every = min(0.5, timeout / 4)
+        reading = self._reading
+        while True:
+            await asyncio.sleep(every)
+            if reading:
+                now = loop.time()
+                for body in list(reading):
+                    body.expire(now)
 
     def _count(self, status: int) -> None:
         if self._on_refused is not None:

@@ -11,7 +11,8 @@ recommender's CPU per request fell by about a fifth. The admin routes stay `@ben
 methods: rare, and slow anyway (a reload). The routes still run inside BentoML's server (its
 metrics, timeout and health endpoints), and the OpenAPI it publishes at /docs.json carries
 the request and answer schemas, so clients and the fuzz drill read the contract from the
-service itself.
+service itself. Every body arrives through deployments/bodies.py:BodyLimits, which the service
+installs on all its routes (413 too large, 408 too slow, as at the gateway).
 """
 
 from __future__ import annotations
@@ -96,7 +97,9 @@ def _operation(body: type[BaseModel], answers: dict[str, Any]) -> dict[str, Any]
         "responses": {
             **answers,
             "400": _no_schema("the body is not a JSON object"),
-            "422": _no_schema("a field is invalid; `fields` names each one"),
+            "408": _no_schema("the body did not arrive within serving.body_timeout_seconds"),
+            "413": _no_schema("the body is larger than serving.max_body_bytes"),
+            "422": _no_schema("a field is invalid; `fields` names each one and its limit"),
             "503": _no_schema("the service is still starting"),
         },
     }

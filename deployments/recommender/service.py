@@ -24,7 +24,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import bentoml
 import orjson
@@ -411,9 +411,10 @@ def _count_refused() -> Any:
     return lambda status: counter.labels(slot=slot, status=str(status)).inc()
 
 
-# Every route, admin ones included, reads its body under the same limits as the gateway.
-Recommender.add_asgi_middleware(
-    BodyLimits,  # type: ignore[arg-type]  # an ASGI middleware, not BentoML's own Protocol
+# Every route, admin ones included, reads its body under the same limits as the gateway
+# (the decorator made `Recommender` a BentoML Service; its stubs still say a class).
+cast(Any, Recommender).add_asgi_middleware(
+    BodyLimits,
     limits=lambda: Limits.of(load_settings()),
     on_refused=_count_refused,
 )

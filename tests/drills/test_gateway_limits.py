@@ -89,10 +89,10 @@ class PeakRSS:
         self.peak = max(self.peak, self.process.memory_info().rss)
 
 
-def _big_body(chunked: bool) -> Iterator[bytes]:
-    """200 MB of one JSON string, 64 KiB at a time (chunk-framed when `chunked`)."""
+def _big_body(chunked: bool, size: int = BIG_BODY) -> Iterator[bytes]:
+    """`size` bytes of one JSON string, 64 KiB at a time (chunk-framed when `chunked`)."""
     head, tail = b'{"listener_id": "', b'"}'
-    pieces = [head, *([PIECE] * ((BIG_BODY - len(head) - len(tail)) // len(PIECE))), tail]
+    pieces = [head, *([PIECE] * ((size - len(head) - len(tail)) // len(PIECE))), tail]
     for piece in pieces:
         yield b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece
     if chunked:
@@ -157,6 +157,26 @@ def test_a_200_mb_body_gets_413_and_the_gateway_does_not_buffer_it(
     assert rss.peak - rss.start < RSS_BOUND, (rss.start / MIB, rss.peak / MIB)
     metrics = httpx.get(f"{stack.gateway_url}/metrics", timeout=30).text
     assert 'crossfade_gateway_refused_bodies_total{status="413"}' in metrics
+
+
+def test_blue_refuses_oversize_and_stalled_bodies_as_the_gateway_does(stack: Stack) -> None:
+    ports = {"gateway": stack.ports.gateway, "blue": stack.ports.blue}
+    size = 2 * 1024 * 1024
+    for chunked in (False, True):
+        framing = "transfer-encoding: chunked" if chunked else f"content-length: {size}"
+        answers = {
+            name: _stream(port, "/feedback", f"{framing}\r\n", _big_body(chunked, size))
+            for name, port in ports.items()
+        }
+        assert answers["gateway"][0] == 413 and answers["blue"] == answers["gateway"], answers
+    stalled = [_half_body(port) for port in ports.values()]
+    try:
+        closed = _wait_all_closed(stalled, timeout=BODY_TIMEOUT_S + 60)
+    finally:
+        for sock in stalled:
+            sock.close()
+    gateway, blue = (_response(answer) for answer in closed)
+    assert gateway is not None and gateway[0] == 408 and blue == gateway
 
 
 def _half_body(port: int) -> socket.socket:
