@@ -433,6 +433,11 @@ class Settings(BaseSettings):
         return self.data_root / "reports"
 
     @property
+    def prefect_log(self) -> Path:
+        """Prefect's own log of CLI runs, kept off the console (the CLI prints a clean panel)."""
+        return self.data_root / "prefect" / "crossfade-cli.log"
+
+    @property
     def truth_dir(self) -> Path:
         """Simulator ground truth (true affinities, bot labels), apart from observable logs."""
         return self.data_root / "truth"

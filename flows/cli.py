@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,13 +16,26 @@ from crossfade.cli import ProfileOption, console, err_console, settings_or_exit
 def _print_outcome(outcome: dict[str, Any], prefect_home: str | None) -> None:
     status = outcome["status"]
     colour = {"published": "green", "skipped": "yellow", "quarantined": "red"}[status]
+    dups = outcome.get("rows_duplicate", 0)
+    balanced = outcome["rows_received"] == (
+        outcome["rows_accepted"] + outcome["rows_quarantined"] + dups
+    )
     lines = [
         f"batch      {outcome['batch_id']}",
         f"status     [{colour}]{status}[/{colour}]",
-        f"rows       received {outcome['rows_received']:,}, accepted "
-        f"{outcome['rows_accepted']:,}, quarantined {outcome['rows_quarantined']:,}",
-        f"location   {outcome['location']}",
+        f"rows       received {outcome['rows_received']:,} = accepted "
+        f"{outcome['rows_accepted']:,} + quarantined {outcome['rows_quarantined']:,} + "
+        f"duplicates {dups:,}" + ("" if balanced else "  [red](does not add up)[/red]"),
     ]
+    events = outcome.get("tables", {}).get("events")
+    if events:
+        lines.append(
+            f"events     received {events['received']:,}, accepted {events['accepted']:,}, "
+            f"quarantined {events['quarantined']:,}, duplicates {events['duplicates']:,} "
+            f"({events['in_batch']:,} repeated in the batch, {events['in_lake']:,} already "
+            "in the lake)"
+        )
+    lines.append(f"location   {outcome['location']}")
     if outcome.get("report_path"):
         lines.append(f"validation {outcome['report_path']}")
     if outcome.get("data_docs"):
@@ -41,18 +55,70 @@ def prepare_prefect_home() -> None:
         Path(home).expanduser().mkdir(parents=True, exist_ok=True)
 
 
+def prefect_logs_to_file(log_file: Path) -> None:
+    """Route Prefect's console logging (this process and its temporary server) to `log_file`.
+
+    Writes a copy of Prefect's own logging config whose console handlers write to the file,
+    and points PREFECT_LOGGING_SETTINGS_PATH at it; must run before Prefect is imported.
+    A PREFECT_LOGGING_SETTINGS_PATH set by the user wins.
+    """
+    if os.environ.get("PREFECT_LOGGING_SETTINGS_PATH") or "prefect" in sys.modules:
+        return
+    import importlib.resources
+
+    import yaml
+
+    default = importlib.resources.files("prefect.logging") / "logging.yml"
+    config = yaml.safe_load(default.read_text())
+    for name in ("console", "debug"):
+        handler = config["handlers"][name]
+        config["handlers"][name] = {
+            "level": handler.get("level", 0),
+            "class": "logging.FileHandler",
+            "formatter": handler.get("formatter", "standard"),
+            "filename": str(log_file),
+            "encoding": "utf-8",
+        }
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    target = log_file.with_name("logging.yml")
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = str(target)
+
+
+def _input_error(message: str) -> None:
+    """One red panel naming the input and the fix; exit 2 before anything heavy starts."""
+    console.print(Panel(message, title="ingest: cannot read the input", border_style="red"))
+    raise typer.Exit(2)
+
+
 def run_ingest(**params: Any) -> dict[str, Any]:
     """Run the ingest flow, print its outcome, and exit 1 when the batch was rejected."""
     prepare_prefect_home()
+    settings = settings_or_exit(params.get("profile"))
+    prefect_logs_to_file(settings.prefect_log)
     from flows.ingest import BatchRejected, ingest_flow
 
     home = os.environ.get("PREFECT_HOME")
     try:
         outcome = ingest_flow(**params)
+    except RuntimeError as exc:
+        if "ephemeral Prefect API server" not in str(exc):
+            raise
+        console.print(
+            Panel(
+                f"{exc}\nNothing was ingested. The machine may be busy: raise "
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server "
+                f"(`make ui`) and set PREFECT_API_URL. Prefect's log: {settings.prefect_log}",
+                title="ingest: Prefect did not start",
+                border_style="red",
+            )
+        )
+        raise typer.Exit(1) from None
     except BatchRejected as exc:
         _print_outcome(exc.outcome.to_dict(), home)
         err_console.print(
             "[red]batch rejected[/red]: kept whole in quarantine, nothing written to the lake"
+            f" (Prefect's log: {settings.prefect_log})"
         )
         raise typer.Exit(1) from None
     _print_outcome(outcome, home)
@@ -296,6 +362,12 @@ def _model_artifact_stores(settings: Any) -> list[Any]:
     return list(model_artifact_stores(settings))
 
 
+def _import_formats() -> list[str]:
+    from crossfade.data.importers import FORMATS
+
+    return list(FORMATS)
+
+
 def register(groups: dict[str, typer.Typer]) -> None:
     """Add `data ingest`, `features ...`, `train ...`, `candidates ...` and `run` to the CLI."""
     data_app, root = groups["data"], groups["root"]
@@ -314,7 +386,7 @@ def register(groups: dict[str, typer.Typer]) -> None:
         ] = None,
         fmt: Annotated[
             str | None,
-            typer.Option("--format", "-f", help="import: interactions|movielens|recbole|lastfm1k"),
+            typer.Option("--format", "-f", help=f"import: {'|'.join(_import_formats())}"),
         ] = None,
         path: Annotated[Path | None, typer.Option(help="import: the file or folder")] = None,
         users: Annotated[int | None, typer.Option(help="simulate: listeners")] = None,
@@ -327,6 +399,17 @@ def register(groups: dict[str, typer.Typer]) -> None:
         if (fmt is None) != (path is None):
             err_console.print("[red]error:[/red] --format and --path go together")
             raise typer.Exit(2)
+        from crossfade.data.importers import ImportFormatError, check_input
+
+        try:  # before Prefect: a wrong path must not wait for a server to start
+            if fmt is not None and path is not None:
+                check_input(fmt, path)
+            if batch is not None and not batch.is_dir():
+                raise ImportFormatError(
+                    f"{batch}: no staged batch folder there; pass a folder under staging/"
+                )
+        except ImportFormatError as exc:
+            _input_error(str(exc))
         run_ingest(
             batch=str(batch) if batch else None,
             fmt=fmt,

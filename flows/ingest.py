@@ -2,14 +2,17 @@
 
 The flow is thin: staging, validation and lake I/O live in `crossfade` and `validation`.
 It adds retries where a step is safe to repeat, Prefect artifacts that summarise the outcome,
-and one rule: a batch is published whole or quarantined whole, so rows accepted plus rows
-quarantined always equal rows received.
+and two rules: what is already in the lake is never published again (identical content is a
+no-op whatever the file is called; fact rows already published, or repeated inside the batch,
+are counted as duplicates and left out), and a batch is published whole or quarantined whole,
+so rows accepted + rows quarantined + duplicates always equal rows received.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from prefect.runtime import flow_run
 
 from crossfade.config import Settings, load_settings
 from crossfade.data import lake
+from crossfade.data.contracts import CONTRACTS
 from crossfade.log import get_logger
 from validation import validate_batch
 from validation.result import ValidationResult
@@ -40,6 +44,9 @@ class IngestOutcome:
     rows_accepted: int
     rows_quarantined: int
     location: str  # lake manifest, quarantine folder, or the earlier batch when skipped
+    rows_duplicate: int = 0  # already in the lake, or repeated inside the batch: left out
+    # table -> received, accepted, quarantined, duplicates (in_batch, in_lake)
+    tables: dict[str, dict[str, int]] = field(default_factory=dict)
     report_path: str | None = None
     data_docs: str | None = None
     failures: list[str] = field(default_factory=list)
@@ -49,6 +56,13 @@ class IngestOutcome:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
         return asdict(self)
+
+    @property
+    def balanced(self) -> bool:
+        """The invariant: received = accepted + quarantined + duplicates."""
+        return self.rows_received == (
+            self.rows_accepted + self.rows_quarantined + self.rows_duplicate
+        )
 
 
 class BatchRejected(RuntimeError):
@@ -75,11 +89,20 @@ def simulation_fingerprint(
 
 
 def file_fingerprint(fmt: str, path: Path) -> str:
-    """Identify an imported dataset by its format and the bytes of its files."""
+    """Identify an imported dataset by its format and content, never by its name.
+
+    A single file is identified by its bytes alone, so the same export under another name is
+    recognised; in a folder the layout matters (which file is the ratings file), so each
+    file's path inside the folder is hashed with its bytes, but not the folder's own name.
+    """
     digest = hashlib.sha256(fmt.encode())
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for item in files:
-        digest.update(item.name.encode())
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        named = [(p.relative_to(path).as_posix(), p) for p in files]
+    else:
+        named = [("", path)]
+    for rel, item in named:
+        digest.update(rel.encode() + b"\x00")
         with item.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
@@ -126,6 +149,12 @@ def validate(settings: Settings, batch_dir: Path) -> ValidationResult:
     return validate_batch(batch_dir, settings)
 
 
+@task(name="drop-duplicates", cache_policy=NO_CACHE)
+def drop_duplicates(settings: Settings, batch_dir: Path) -> dict[str, dict[str, int]]:
+    """Leave out fact rows already in the lake (or repeated in the batch); count them."""
+    return lake.drop_published(batch_dir, settings.lake_dir)
+
+
 @task(name="publish", cache_policy=NO_CACHE)
 def publish(settings: Settings, batch_dir: Path) -> dict[str, Any]:
     """Publish the batch to the lake, all or nothing (safe to retry)."""
@@ -144,7 +173,7 @@ def _with_retries(settings: Settings, fn: Any) -> Any:
     )
 
 
-def _publish_artifacts(outcome: IngestOutcome, counts: dict[str, int]) -> None:
+def _publish_artifacts(outcome: IngestOutcome) -> None:
     verdict = {"published": "✅ published", "quarantined": "⛔ quarantined", "skipped": "⏭ skipped"}
     lines = [
         f"# Ingest {outcome.batch_id}: {verdict[outcome.status]}",
@@ -152,6 +181,8 @@ def _publish_artifacts(outcome: IngestOutcome, counts: dict[str, int]) -> None:
         f"- rows received: {outcome.rows_received:,}",
         f"- rows accepted: {outcome.rows_accepted:,}",
         f"- rows quarantined: {outcome.rows_quarantined:,}",
+        f"- duplicates left out: {outcome.rows_duplicate:,}",
+        f"- balanced (received = accepted + quarantined + duplicates): {outcome.balanced}",
         f"- location: `{outcome.location}`",
     ]
     if outcome.report_path:
@@ -161,9 +192,9 @@ def _publish_artifacts(outcome: IngestOutcome, counts: dict[str, int]) -> None:
     if outcome.failures:
         lines += ["", "## Failed checks", "", *[f"- {line}" for line in outcome.failures]]
     create_markdown_artifact("\n".join(lines), key="ingest-summary", description="ingest outcome")
-    if counts:
+    if outcome.tables:
         create_table_artifact(
-            [{"table": k, "rows": v} for k, v in counts.items()],
+            [{"table": k, **v} for k, v in outcome.tables.items()],
             key="ingest-row-counts",
             description="rows per table in the batch",
         )
@@ -173,20 +204,27 @@ def _import_or_quarantine(
     settings: Settings, fmt: str, path: Path, run_id: str, run_name: str
 ) -> Path:
     """Import a dataset; if it cannot even be read, keep the raw files in quarantine."""
-    from crossfade.data.importers import ImportFormatError
+    from crossfade.data.importers import ImportFormatError, count_rows
 
     try:
         return stage_import(settings, fmt, path)  # not retried: a bad file stays bad
     except ImportFormatError as exc:
         batch_id = lake.new_batch_id(f"{fmt}-rejected")
-        report = {"batch_id": batch_id, "success": False, "error": str(exc), "input": str(path)}
+        rows, how = count_rows(path)  # honest even when parsing failed
+        report = {
+            "batch_id": batch_id, "success": False, "error": str(exc), "input": str(path),
+            "rows_received": rows, "rows_counted_as": how,
+        }  # fmt: skip
         where = lake.quarantine_files([path], settings.quarantine_dir, batch_id, report)
         outcome = IngestOutcome(
-            batch_id=batch_id, status="quarantined", rows_received=0, rows_accepted=0,
-            rows_quarantined=0, location=str(where), failures=[f"unreadable input: {exc}"],
+            batch_id=batch_id, status="quarantined", rows_received=rows, rows_accepted=0,
+            rows_quarantined=rows, location=str(where),
+            failures=[f"unreadable input: {exc}", f"rows received counted as {how}"],
+            tables={"events": {"received": rows, "accepted": 0, "quarantined": rows,
+                               "duplicates": 0, "in_batch": 0, "in_lake": 0}},
             flow_run_id=run_id, flow_run_name=run_name,
         )  # fmt: skip
-        _publish_artifacts(outcome, {})
+        _publish_artifacts(outcome)
         raise BatchRejected(outcome) from None
 
 
@@ -228,13 +266,9 @@ def ingest_flow(
 
     earlier = lake.published_fingerprints(settings.lake_dir).get(fingerprint or "")
     if earlier:
-        outcome = IngestOutcome(
-            batch_id=earlier, status="skipped", rows_received=0, rows_accepted=0,
-            rows_quarantined=0, location=f"{settings.lake_dir / lake.MANIFESTS / earlier}.json",
-            failures=[f"identical data already published as batch {earlier}"],
-            flow_run_id=run_id, flow_run_name=run_name,
-        )  # fmt: skip
-        _publish_artifacts(outcome, {})
+        outcome = _already_published(settings, earlier, fmt, path)
+        outcome.flow_run_id, outcome.flow_run_name = run_id, run_name
+        _publish_artifacts(outcome)
         return outcome.to_dict()
 
     if batch_dir is None and fmt:
@@ -249,29 +283,131 @@ def ingest_flow(
 
         pseudonymize_staged(settings, batch_dir)
 
+    dups = drop_duplicates(settings, batch_dir)
     counts, _ = lake.staged_row_counts(batch_dir)
-    received = sum(counts.values())
+    tables = _table_rows(counts, dups)
+    received = sum(t["received"] for t in tables.values())
+    duplicates = sum(t["duplicates"] for t in tables.values())
+    if duplicates and not _has_new_facts(counts):
+        return _nothing_new(settings, batch_dir, tables, run_id, run_name)
     result = validate(settings, batch_dir)
     if result.success:
         manifest = _with_retries(settings, publish)(settings, batch_dir)
         _announce(result.batch_id, manifest)
+        for name, row in tables.items():
+            row["accepted"] = int(manifest["row_counts"].get(name, 0))
         outcome = IngestOutcome(
             batch_id=result.batch_id, status="published", rows_received=received,
             rows_accepted=sum(manifest["row_counts"].values()), rows_quarantined=0,
+            rows_duplicate=duplicates, tables=tables,
             location=str(settings.lake_dir / lake.MANIFESTS / f"{result.batch_id}.json"),
             report_path=result.report_path, data_docs=result.data_docs,
             flow_run_id=run_id, flow_run_name=run_name,
         )  # fmt: skip
     else:
         where = quarantine(settings, batch_dir, result)
+        for name, row in tables.items():
+            row["quarantined"] = counts.get(name, 0)
         outcome = IngestOutcome(
             batch_id=result.batch_id, status="quarantined", rows_received=received,
-            rows_accepted=0, rows_quarantined=received, location=str(where),
+            rows_accepted=0, rows_quarantined=sum(counts.values()), rows_duplicate=duplicates,
+            tables=tables, location=str(where),
             report_path=result.report_path, data_docs=result.data_docs,
             failures=result.summary_lines(), flow_run_id=run_id, flow_run_name=run_name,
         )  # fmt: skip
+    _check_balance(outcome)
     log.info("ingest finished", extra={"batch_id": outcome.batch_id, "status": outcome.status})
-    _publish_artifacts(outcome, counts)
+    _publish_artifacts(outcome)
     if outcome.status == "quarantined":
         raise BatchRejected(outcome)
+    return outcome.to_dict()
+
+
+def _table_rows(
+    counts: dict[str, int], dups: dict[str, dict[str, int]]
+) -> dict[str, dict[str, int]]:
+    """Per table: rows received (staged + duplicates left out) and the duplicates."""
+    out: dict[str, dict[str, int]] = {}
+    for name in sorted(set(counts) | set(dups)):
+        left = dups.get(name, {})
+        in_batch, in_lake = int(left.get("in_batch", 0)), int(left.get("in_lake", 0))
+        out[name] = {
+            "received": counts.get(name, 0) + in_batch + in_lake,
+            "accepted": 0,
+            "quarantined": 0,
+            "duplicates": in_batch + in_lake,
+            "in_batch": in_batch,
+            "in_lake": in_lake,
+        }
+    return out
+
+
+def _has_new_facts(counts: dict[str, int]) -> bool:
+    return any(
+        rows for name, rows in counts.items() if name in CONTRACTS and not CONTRACTS[name].dimension
+    )
+
+
+def _check_balance(outcome: IngestOutcome) -> None:
+    """Fail loudly (a crossfade bug, not bad input) if rows went missing or were doubled."""
+    if not outcome.balanced:
+        raise RuntimeError(
+            f"batch {outcome.batch_id}: rows received {outcome.rows_received:,} != accepted "
+            f"{outcome.rows_accepted:,} + quarantined {outcome.rows_quarantined:,} + duplicates "
+            f"{outcome.rows_duplicate:,}"
+        )
+
+
+def _already_published(
+    settings: Settings, earlier: str, fmt: str | None, path: str | None
+) -> IngestOutcome:
+    """The outcome of content identical to a published batch: a no-op, said plainly."""
+    manifest_path = settings.lake_dir / lake.MANIFESTS / f"{earlier}.json"
+    manifest = json.loads(manifest_path.read_text())
+    rows = {t: int(n) for t, n in manifest.get("row_counts", {}).items()}
+    total = sum(rows.values())
+    what = f"{path} ({fmt})" if fmt else "this batch"
+    tables = {
+        t: {"received": n, "accepted": 0, "quarantined": 0, "duplicates": n, "in_batch": 0,
+            "in_lake": n}
+        for t, n in rows.items()
+    }  # fmt: skip
+    return IngestOutcome(
+        batch_id=earlier, status="skipped", rows_received=total, rows_accepted=0,
+        rows_quarantined=0, rows_duplicate=total, tables=tables, location=str(manifest_path),
+        failures=[
+            f"identical content already published as batch {earlier}: {what} has the same "
+            "bytes (whatever its file name), so nothing was imported or written"
+        ],
+    )  # fmt: skip
+
+
+def _nothing_new(
+    settings: Settings, batch_dir: Path, tables: dict[str, dict[str, int]], run_id: str,
+    run_name: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Every fact row is already in the lake: drop the staged batch and say so."""
+    info = lake.read_batch_info(batch_dir)
+    facts = sum(
+        row["duplicates"]
+        for name, row in tables.items()
+        if name in CONTRACTS and not CONTRACTS[name].dimension
+    )
+    for row in tables.values():  # the listeners and items come with the events already in
+        row["duplicates"] = row["received"]
+        row["in_lake"] = row["received"] - row["in_batch"]
+    received = sum(row["received"] for row in tables.values())
+    shutil.rmtree(batch_dir, ignore_errors=True)
+    outcome = IngestOutcome(
+        batch_id=info.batch_id, status="skipped", rows_received=received, rows_accepted=0,
+        rows_quarantined=0, rows_duplicate=received, tables=tables,
+        location=str(settings.lake_dir / lake.MANIFESTS),
+        failures=[
+            f"nothing new: all {facts:,} events (and the listeners and items they describe) "
+            "are already in the lake or repeat each other; nothing was written"
+        ],
+        flow_run_id=run_id, flow_run_name=run_name,
+    )  # fmt: skip
+    _check_balance(outcome)
+    _publish_artifacts(outcome)
     return outcome.to_dict()

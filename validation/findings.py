@@ -303,10 +303,11 @@ def message(f: Finding) -> str:
             f"(window_start .. window_end + 1 day){_found(f.values[:3])}"
         )
     if f.kind == "plausible":
-        age = f", or more than {d['max_age_days']:,} days before the data clock {d['clock']}"
         return (
-            f"{_rows(n)} implausible {col}: before {d['earliest']} (earliest_event"
-            f"{age if d.get('clock') else ''}){_found(f.values[:3])}"
+            f"{_rows(n)} implausible {col}: before {d['earliest']}, the later of "
+            f"validation.earliest_event ({d.get('earliest_event')}) and "
+            f"validation.max_event_age_days ({d.get('max_age_days'):,}) before the data clock "
+            f"{d.get('clock')}{_found(f.values[:3])}"
         )
     if f.kind == "id_format":
         return (

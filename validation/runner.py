@@ -466,7 +466,12 @@ def _plausible(settings: Settings, info: lake.BatchInfo | None, moment: datetime
     ends = [d for d in (lake.data_end(settings.lake_dir), info and info.window_end) if d]
     clock = min(_midnight(max(ends)) + timedelta(days=1), moment) if ends else moment
     floor = max(_midnight(rules.earliest_event), clock - timedelta(days=rules.max_event_age_days))
-    return {"earliest_ts": floor, "clock": clock, "max_age_days": rules.max_event_age_days}
+    return {
+        "earliest_ts": floor,
+        "clock": clock,
+        "max_age_days": rules.max_event_age_days,
+        "earliest_event": rules.earliest_event,
+    }
 
 
 # --- entry point --------------------------------------------------------------------------

@@ -30,7 +30,7 @@ with the referenced tables, and the suite checks those columns.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from crossfade import columns as C
@@ -75,6 +75,7 @@ class SuiteParams:
     earliest_ts: datetime | None = None
     clock: datetime | None = None  # the data clock the plausible window hangs from
     max_age_days: int | None = None
+    earliest_event: date | None = None  # the configured floor, whatever the clock
     # table -> (min rows, max rows) of the volume check; absent tables are not checked
     volume: dict[str, tuple[int, int]] = field(default_factory=dict)
 
@@ -206,8 +207,11 @@ def _time_expectations(spec: Contract, column: str, params: SuiteParams) -> list
                     spec,
                     column,
                     "plausible",
-                    earliest=params.earliest_ts.isoformat(),
-                    clock=params.clock.isoformat() if params.clock else None,
+                    earliest=params.earliest_ts.date().isoformat(),
+                    earliest_event=params.earliest_event.isoformat()
+                    if params.earliest_event
+                    else None,
+                    clock=params.clock.date().isoformat() if params.clock else None,
                     max_age_days=params.max_age_days,
                 ),
             )

@@ -12,6 +12,10 @@ Not checked, on purpose:
   (a batch with 3 onboarding picks after one with 12 is not an incident);
 - the first batch ever (no baseline).
 A missing fact table whose baseline was large is an anomaly (0 rows is below the band).
+
+The volume judged is the volume received: duplicates left out before validation (rows
+already in the lake, repeats inside the batch) are added back, so a re-sent overlapping
+export is not an anomaly just because little of it is new.
 """
 
 from __future__ import annotations
@@ -38,14 +42,19 @@ class VolumeBand:
     expected_rows: float
     min_rows: int
     max_rows: int
+    duplicates: int = 0  # rows left out before validation; the band is shifted by them
 
     def describe(self, found: int) -> str:
         """Sentence for a count outside the band."""
         direction = "below" if found < self.min_rows else "above"
+        received, low, high = found + self.duplicates, self.min_rows, self.max_rows
+        if self.duplicates:
+            low, high = low + self.duplicates, high + self.duplicates
         return (
-            f"{self.table} has {found:,} rows, {direction} the allowed {self.min_rows:,}..."
-            f"{self.max_rows:,}: the previous accepted batch {self.previous_batch} had "
+            f"{self.table} has {received:,} rows received, {direction} the allowed {low:,}..."
+            f"{high:,}: the previous accepted batch {self.previous_batch} had "
             f"{self.previous_rows:,} ({self.expected_rows:,.0f} expected for this window)"
+            + (f"; {self.duplicates:,} of them are duplicates" if self.duplicates else "")
         )
 
 
@@ -67,18 +76,22 @@ def volume_bands(
         this_days = (info.window_end - info.window_start).days + 1
         if prev_days > 0 and this_days > 0:
             scale = this_days / prev_days
+    dups = lake.duplicate_counts(info) if info is not None else {}
     bands: dict[str, VolumeBand] = {}
     for table, spec in CONTRACTS.items():
         rows = int(counts.get(table, 0))
         if spec.dimension or rows < MIN_BASELINE_ROWS:
             continue
         expected = rows * scale
+        left_out = dups.get(table, {})
+        removed = int(left_out.get("in_batch", 0)) + int(left_out.get("in_lake", 0))
         bands[table] = VolumeBand(
             table=table,
             previous_batch=str(previous["batch_id"]),
             previous_rows=rows,
             expected_rows=expected,
-            min_rows=math.ceil(expected * rules.volume_min_ratio),
-            max_rows=math.floor(expected * rules.volume_max_ratio),
+            min_rows=max(0, math.ceil(expected * rules.volume_min_ratio) - removed),
+            max_rows=max(0, math.floor(expected * rules.volume_max_ratio) - removed),
+            duplicates=removed,
         )
     return bands

@@ -259,6 +259,117 @@ def data_end(lake_dir: Path) -> date | None:
     return date.fromisoformat(max(ends)) if ends else None
 
 
+# --- duplicates ---------------------------------------------------------------------------
+
+DUPLICATES = "duplicates"  # batch.json details: table -> {received, in_batch, in_lake}
+
+
+def record_duplicates(
+    info: BatchInfo, table: str, *, received: int | None = None, in_batch: int = 0, in_lake: int = 0
+) -> None:
+    """Add to a batch's duplicate counts (kept in batch.json, shown in the batch report)."""
+    entry = info.details.setdefault(DUPLICATES, {}).setdefault(
+        table, {"received": 0, "in_batch": 0, "in_lake": 0}
+    )
+    if received is not None:
+        entry["received"] = int(received)
+    entry["in_batch"] += int(in_batch)
+    entry["in_lake"] += int(in_lake)
+
+
+def duplicate_counts(info: BatchInfo) -> dict[str, dict[str, int]]:
+    """Per table: rows received before deduplication, and the repeats left out."""
+    return {t: dict(v) for t, v in info.details.get(DUPLICATES, {}).items()}
+
+
+def _committed_by_day(lake_dir: Path) -> dict[tuple[str, str], list[str]]:
+    """(table, date=D folder) -> committed files: only what manifests name is published."""
+    index: dict[tuple[str, str], list[str]] = {}
+    for manifest in manifests(lake_dir):
+        for table, rels in manifest["files"].items():
+            for rel in rels:
+                index.setdefault((table, Path(rel).parent.name), []).append(rel)
+    return index
+
+
+def _published_keys(
+    lake_dir: Path, index: dict[tuple[str, str], list[str]], table: str, day: date, key: str
+) -> pa.Array:
+    files = index.get((table, f"{C.DATE}={day.isoformat()}"), [])
+    if not files:
+        return pa.array([], pa.string())
+    return pa.concat_arrays(
+        [pq.read_table(lake_dir / rel, columns=[key])[key].combine_chunks() for rel in files]
+    )
+
+
+def _drop_repeats(data: pa.Table, key: str) -> pa.Table:
+    """Exact repeats of a row inside one part (same key, same content) kept once.
+
+    Rows that share a key but differ are left for the unique check: a conflict to report,
+    not a repeat to drop."""
+    if pc.count_distinct(data[key]).as_py() == data.num_rows:
+        return data
+    frame = data.to_pandas()
+    return pa.Table.from_pandas(
+        frame.drop_duplicates(keep="first"), schema=data.schema, preserve_index=False
+    )
+
+
+def drop_published(batch_dir: Path, lake_dir: Path) -> dict[str, dict[str, int]]:
+    """Leave out of a staged batch the fact rows already in the lake and exact repeats.
+
+    A fact row whose key is already published is a duplicate: keys of fact tables are
+    content ids (imports) or the source's own ids (simulator), and both carry the event's
+    time, so only the key column of the lake's partitions for the batch's own days is read,
+    whatever the size of the lake. Parts are rewritten atomically (removed when emptied);
+    the counts go to batch.json and are returned (table -> received, in_batch, in_lake).
+    """
+    info = read_batch_info(batch_dir)
+    index = _committed_by_day(lake_dir)
+    cache: dict[tuple[str, date], pa.Array] = {}
+    for name in CONTRACTS:
+        spec = contract(name)
+        if spec.dimension or spec.time_column is None:
+            continue
+        parts = table_files(batch_dir, name)
+        if not parts:
+            continue
+        received = 0
+        for part in parts:
+            data = pq.read_table(part)
+            if spec.key not in data.column_names or spec.time_column not in data.column_names:
+                continue  # schema drift: validation reports it
+            if not pa.types.is_timestamp(data.schema.field(spec.time_column).type):
+                continue
+            received += data.num_rows
+            kept = _drop_repeats(data, spec.key)
+            repeats = data.num_rows - kept.num_rows
+            days = pc.cast(kept[spec.time_column], pa.date32())
+            seen = pa.array([False] * kept.num_rows, pa.bool_())
+            for day in pc.drop_null(pc.unique(days)).to_pylist():
+                if (name, day) not in cache:
+                    cache[(name, day)] = _published_keys(lake_dir, index, name, day, spec.key)
+                on_day = pc.fill_null(pc.equal(days, pa.scalar(day, pa.date32())), False)
+                known = pc.is_in(kept[spec.key], value_set=cache[(name, day)])
+                seen = pc.or_(seen, pc.and_(on_day, pc.fill_null(known, False)))
+            in_lake = int(pc.sum(pc.cast(seen, pa.int64())).as_py() or 0)
+            kept = kept.filter(pc.invert(seen)) if in_lake else kept
+            if repeats or in_lake:
+                if kept.num_rows:
+                    atomic_write_parquet(kept, part)
+                else:
+                    part.unlink()
+                record_duplicates(info, name, in_batch=repeats, in_lake=in_lake)
+        entry = info.details.get(DUPLICATES, {}).get(name)
+        if entry is None:
+            record_duplicates(info, name, received=received)
+        elif not entry.get("received"):
+            entry["received"] = received
+    update_batch_info(batch_dir, info)
+    return duplicate_counts(info)
+
+
 def staged_row_counts(batch_dir: Path) -> tuple[dict[str, int], list[str]]:
     """Rows per table of a staged batch from Parquet footers, and the files that are unreadable."""
     counts: dict[str, int] = {}

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,7 +28,9 @@ from crossfade.data.importers import (
     FORMATS,
     ImportFormatError,
     import_path,
+    open_path,
 )
+from crossfade.data.importers import common as K
 from crossfade.data.importers.common import stable_key
 from tests.fixtures import importer_samples as S
 
@@ -38,6 +41,16 @@ ML100K = Path(str(importlib.resources.files("recbole") / "dataset_example" / "ml
 def read(batch: Path, name: str) -> pd.DataFrame:
     """A staged table as a frame."""
     return lake.read_batch_table(batch, name).to_pandas()
+
+
+def row_ids(fmt: str, path: Path, id_prefix: str | None = None) -> dict[int, str]:
+    """The staged event id of each data row (content ids, computed the way staging does)."""
+    source = open_path(fmt, path, id_prefix=id_prefix)
+    out: dict[int, str] = {}
+    for chunk in source.chunks:
+        for row, digest in zip(chunk[K.ROW], K.event_hashes(chunk), strict=True):
+            out[int(row)] = f"{source.prefix}{K.EVENT_KEY}{digest}"
+    return out
 
 
 def assert_contracts(batch: Path) -> dict[str, pa.Table]:
@@ -118,8 +131,9 @@ def test_recbole_imports_ml100k_from_the_wheel(ml100k_batch: Path) -> None:
 def test_ml100k_mapping_rules(ml100k_batch: Path) -> None:
     events = read(ml100k_batch, "events")
     raw = pd.read_csv(ML100K / "ml-100k.inter", sep="\t")
-    assert events[C.EVENT_ID].str.fullmatch(r"ml100k-e\d+").all()
-    row = events.set_index(C.EVENT_ID).loc["ml100k-e0"]
+    assert events[C.EVENT_ID].str.fullmatch(r"ml100k-e[0-9a-f]{32}").all()
+    E = row_ids("recbole", ML100K / "ml-100k.inter")
+    row = events.set_index(C.EVENT_ID).loc[E[0]]
     assert row[C.USER_ID] == f"ml100k-u{raw.iloc[0]['user_id:token']}"
     assert row[C.ITEM_ID] == f"ml100k-i{raw.iloc[0]['item_id:token']}"
     low = raw["rating:float"].le(2).sum()
@@ -166,14 +180,15 @@ def test_movielens_udata_with_side_files(tmp_path: Path) -> None:
     assert info.source == "movielens"
     assert (info.window_start, info.window_end) == (date(1997, 9, 19), date(1997, 9, 22))
     events = read(batch, "events").set_index(C.EVENT_ID)
-    assert sorted(events.index) == [f"ml100k-e{i}" for i in range(5)]
-    assert events.loc["ml100k-e0", C.SAVED] and not events.loc["ml100k-e0", C.SKIPPED]
-    assert events.loc["ml100k-e0", C.MS_PLAYED] == DEFAULT_DURATION_MS
-    skipped = events.loc["ml100k-e1"]
+    E = row_ids("movielens", folder / "u.data")
+    assert sorted(events.index) == sorted(E.values()) and len(E) == 5
+    assert events.loc[E[0], C.SAVED] and not events.loc[E[0], C.SKIPPED]
+    assert events.loc[E[0], C.MS_PLAYED] == DEFAULT_DURATION_MS
+    skipped = events.loc[E[1]]
     assert skipped[C.SKIPPED] and skipped[C.MS_PLAYED] == 20_000
     assert skipped[C.REASON_END] == "fwdbtn" and not skipped[C.SAVED]
-    assert events.loc["ml100k-e4", C.SKIPPED]  # rating 2
-    assert not events.loc["ml100k-e3", C.SKIPPED]  # rating 4
+    assert events.loc[E[4], C.SKIPPED]  # rating 2
+    assert not events.loc[E[3], C.SKIPPED]  # rating 4
     assert set(events[C.REASON_START]) == {"clickrow"}
     items = read(batch, "items").set_index(C.ITEM_ID)
     assert items.loc["ml100k-i10", C.TITLE] == "Misérables, Les (1995)"  # Latin-1 u.item
@@ -207,11 +222,12 @@ def test_movielens_ratings_csv(tmp_path: Path) -> None:
     batch = import_path("movielens", folder, tmp_path / "staging")
     assert_contracts(batch)
     events = read(batch, "events").set_index(C.EVENT_ID)
-    assert sorted(events.index) == [f"mllatestsmall-e{i}" for i in range(4)]
-    assert events.loc["mllatestsmall-e2", C.SAVED]  # 5.0
-    assert not events.loc["mllatestsmall-e0", C.SAVED]  # 4.0
-    assert events.loc["mllatestsmall-e3", C.SKIPPED]  # 0.5
-    assert not events.loc["mllatestsmall-e1", C.SKIPPED]  # 2.5
+    E = row_ids("movielens", folder)
+    assert sorted(events.index) == sorted(E.values()) and len(E) == 4
+    assert events.loc[E[2], C.SAVED]  # 5.0
+    assert not events.loc[E[0], C.SAVED]  # 4.0
+    assert events.loc[E[3], C.SKIPPED]  # 0.5
+    assert not events.loc[E[1], C.SKIPPED]  # 2.5
     items = read(batch, "items").set_index(C.ITEM_ID)
     assert items.loc["mllatestsmall-i2", C.GENRE] == "pop"
     assert items.loc["mllatestsmall-i2", C.RELEASE_DATE] == date(1952, 1, 1)
@@ -249,13 +265,14 @@ def test_interactions_csv_iso_timestamps_and_weights(tmp_path: Path) -> None:
     assert (info.window_start, info.window_end) == (date(2024, 3, 1), date(2024, 3, 3))
     assert info.details["value_column"] == "weight"
     events = read(batch, "events").set_index(C.EVENT_ID)
+    E = row_ids("interactions", path)
     # -02:00 offsets are converted to UTC; text without a zone is UTC.
-    assert events.loc["interactions-e4", C.TS] == pd.Timestamp("2024-03-02T14:00:00Z")
-    assert events.loc["interactions-e2", C.TS] == pd.Timestamp("2024-03-02T08:30:00Z")
-    assert events.loc["interactions-e0", C.SAVED]  # weight 7 >= 5
-    assert events.loc["interactions-e2", C.SKIPPED]  # weight 0
-    assert not events.loc["interactions-e1", C.SKIPPED]  # weight 1
-    assert not events.loc["interactions-e1", C.SAVED]
+    assert events.loc[E[4], C.TS] == pd.Timestamp("2024-03-02T14:00:00Z")
+    assert events.loc[E[2], C.TS] == pd.Timestamp("2024-03-02T08:30:00Z")
+    assert events.loc[E[0], C.SAVED]  # weight 7 >= 5
+    assert events.loc[E[2], C.SKIPPED]  # weight 0
+    assert not events.loc[E[1], C.SKIPPED]  # weight 1
+    assert not events.loc[E[1], C.SAVED]
     assert set(events[C.CONTEXT_TYPE]) == {"unknown"}
     assert set(events[C.DEVICE]) == {"unknown"} and set(events[C.PLATFORM]) == {"unknown"}
     assert not events[C.SHUFFLE].any() and not events[C.OFFLINE].any()
@@ -290,9 +307,10 @@ def test_interactions_parquet_unix_seconds_and_ratings(tmp_path: Path) -> None:
     batch = import_path("interactions", path, tmp_path / "staging", id_prefix="shop")
     assert_contracts(batch)
     events = read(batch, "events").set_index(C.EVENT_ID)
-    assert events.loc["shop-e0", C.USER_ID] == "shop-u1"
-    assert events.loc["shop-e0", C.ITEM_ID] == "shop-i100"
-    assert events.loc["shop-e0", C.SAVED] and events.loc["shop-e1", C.SKIPPED]
+    E = row_ids("interactions", path, id_prefix="shop")
+    assert events.loc[E[0], C.USER_ID] == "shop-u1"
+    assert events.loc[E[0], C.ITEM_ID] == "shop-i100"
+    assert events.loc[E[0], C.SAVED] and events.loc[E[1], C.SKIPPED]
     info = lake.read_batch_info(batch)
     assert (info.window_start, info.window_end) == (date(2023, 11, 14), date(2023, 11, 15))
 
@@ -346,11 +364,12 @@ def test_lastfm1k_with_profiles(tmp_path: Path, settings: Settings) -> None:
     assert users.loc["lastfm1k-uuser_000001", C.SIGNUP_DATE] == date(2006, 8, 13)
     assert users.loc["lastfm1k-uuser_000003", C.SIGNUP_DATE] == date(2008, 1, 1)
     events = read(batch, "events").set_index(C.EVENT_ID)
+    E = row_ids("lastfm1k", folder)
     hashed = "lastfm1k-i" + stable_key("Deep Dish", "Fuck Me Im Famous (Pacha Ibiza)-09-28-2007")
-    assert events.loc["lastfm1k-e0", C.ITEM_ID] == hashed
-    assert events.loc["lastfm1k-e3", C.ITEM_ID] == hashed  # same track, other listener
-    assert events.loc["lastfm1k-e2", C.ITEM_ID] == "lastfm1k-i9e2ad5bc-c6f9-40d2-a36f-3122ee2072a3"
-    assert events.loc["lastfm1k-e3", C.COUNTRY] == "GB"  # the listener's market
+    assert events.loc[E[0], C.ITEM_ID] == hashed
+    assert events.loc[E[3], C.ITEM_ID] == hashed  # same track, other listener
+    assert events.loc[E[2], C.ITEM_ID] == "lastfm1k-i9e2ad5bc-c6f9-40d2-a36f-3122ee2072a3"
+    assert events.loc[E[3], C.COUNTRY] == "GB"  # the listener's market
     assert not events[C.SKIPPED].any() and not events[C.SAVED].any()
     assert set(events[C.MS_PLAYED]) == {DEFAULT_DURATION_MS}
     items = read(batch, "items").set_index(C.ITEM_ID)
@@ -561,12 +580,20 @@ def test_property_rows_in_equal_events_out(
         frame.to_csv(path, index=False)
     batch = import_path("interactions", path, folder / "staging", chunk_rows=chunk_rows)
     info = lake.read_batch_info(batch)
-    assert info.row_counts["events"] == len(frame)
+    # one event per distinct interaction (listener, item, time, event type): repeats drop out
+    rating = frame["rating"].astype(float)
+    kind = np.where(rating <= 2, "skip", np.where(rating >= 5, "save", "play"))
+    distinct = frame.assign(kind=kind).drop_duplicates(["user_id", "item_id", "timestamp", "kind"])
+    assert info.row_counts["events"] == len(distinct)
+    assert lake.duplicate_counts(info)["events"] == {
+        "received": len(frame), "in_batch": len(frame) - len(distinct), "in_lake": 0,
+    }  # fmt: skip
     assert info.row_counts["users"] == frame["user_id"].nunique()
     assert info.row_counts["items"] == frame["item_id"].nunique()
     events = read(batch, "events")
-    assert len(events) == len(frame) and events[C.EVENT_ID].is_unique
-    assert sorted(events[C.USER_ID].str.removeprefix("interactions-u")) == sorted(frame["user_id"])
+    assert len(events) == len(distinct) and events[C.EVENT_ID].is_unique
+    got = sorted(events[C.USER_ID].str.removeprefix("interactions-u"))
+    assert got == sorted(distinct["user_id"])
     days = pd.to_datetime(frame["timestamp"], unit="s", utc=True).dt.date
     assert (info.window_start, info.window_end) == (days.min(), days.max())
-    assert events[C.SKIPPED].sum() == (frame["rating"] <= 2).sum()
+    assert events[C.SKIPPED].sum() == (distinct["rating"].astype(float) <= 2).sum()

@@ -12,6 +12,9 @@ batch (users, artists, items, events) ready for validation. Bad input raises
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +24,7 @@ import pyarrow as pa
 
 from crossfade.data.importers import interactions, lastfm1k, movielens, recbole
 from crossfade.data.importers.common import DEFAULT_DURATION_MS, ImportFormatError, Source
+from crossfade.data.importers.readers import count_rows
 from crossfade.data.importers.staging import Progress, stage_source
 
 __all__ = [
@@ -29,6 +33,8 @@ __all__ = [
     "ImportFormatError",
     "Importer",
     "Source",
+    "check_input",
+    "count_rows",
     "import_path",
     "open_path",
     "reading",
@@ -81,6 +87,55 @@ def reading(fmt: str, path: Path) -> Iterator[None]:
         ) from exc
 
 
+def check_input(fmt: str, path: Path) -> None:
+    """Fail with one clear sentence unless `fmt` is known and `path` can be opened.
+
+    Cheap (no file is read), so callers run it before starting anything heavy: a missing
+    path, a symlink loop, a dangling link or a path without read permission never gets as
+    far as an orchestrator or a traceback.
+    """
+    if fmt not in FORMATS:
+        raise ImportFormatError(
+            f"unknown import format {fmt!r}; known formats: {', '.join(FORMATS)}"
+        )
+    path = Path(path)
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ImportFormatError(
+                f"{path}: is a symbolic link loop (a link that leads back to itself); point "
+                f"--path at the real {fmt} file or folder"
+            ) from None
+        if path.is_symlink():
+            raise ImportFormatError(
+                f"{path}: is a symbolic link to {os.readlink(path)}, which does not exist; "
+                "fix the link or pass the real path"
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise ImportFormatError(
+                f"{path}: permission denied; make it readable or copy it somewhere readable"
+            ) from None
+        raise ImportFormatError(
+            f"{path}: not found; check the path to the {fmt} dataset"
+            + (
+                f" (the folder {path.parent} does not exist either)"
+                if not path.parent.exists()
+                else ""
+            )
+        ) from None
+    if not os.access(path, os.R_OK):
+        raise ImportFormatError(
+            f"{path}: permission denied; make it readable or copy it somewhere readable"
+        )
+
+    if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+        raise ImportFormatError(
+            f"{path}: is neither a file nor a folder (a device, pipe or socket); pass the "
+            f"{fmt} file or folder"
+        )
+
+
 def _checked_importer(fmt: str, path: Path, chunk_rows: int) -> Importer:
     """The format's importer, after checking the format name, the path and `chunk_rows`."""
     importer = FORMATS.get(fmt)
@@ -88,8 +143,7 @@ def _checked_importer(fmt: str, path: Path, chunk_rows: int) -> Importer:
         raise ImportFormatError(
             f"unknown import format {fmt!r}; known formats: {', '.join(FORMATS)}"
         )
-    if not path.exists():
-        raise ImportFormatError(f"{path}: not found; check the path to the {fmt} dataset")
+    check_input(fmt, path)
     if chunk_rows < 1:
         raise ImportFormatError(f"chunk_rows must be at least 1, got {chunk_rows}")
     return importer

@@ -16,7 +16,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from crossfade.data import domains as D
 
@@ -42,12 +45,14 @@ UNKNOWN_TITLE = "unknown title"
 ALL_MARKETS = ",".join(D.MARKETS)
 
 # Columns of a normalized interaction chunk (a pandas DataFrame).
-ROW = "row"  # 0-based data row in the source file: the event id
+ROW = "row"  # 0-based data row in the source file (where a row is named in errors)
 USER = "user"  # raw source user id (string)
 ITEM = "item"  # raw source item id (string)
 TS_US = "ts_us"  # int64 microseconds since the epoch, UTC
 RATING = "rating"  # optional float: explicit rating
-# staged ids are the source prefix + one of these + the raw id (events: the data row number)
+# Optional: the source's own event id (e.g. an `event_id` column); part of the content id.
+SOURCE_EVENT_ID = "source_event_id"
+# staged ids are the source prefix + one of these + the raw id (events: the content hash)
 EVENT_KEY = "-e"
 USER_KEY = "-u"
 ITEM_KEY = "-i"
@@ -97,6 +102,50 @@ def stable_key(*parts: str) -> str:
     """A short deterministic key for a record that has no id of its own (hash of its names)."""
     digest = hashlib.sha1("\x1f".join(parts).encode("utf-8"), usedforsecurity=False)
     return "h" + digest.hexdigest()[:16]
+
+
+EVENT_HASH_BYTES = 16  # 128 bits: no collision in any log this side of 10^18 events
+SKIP, SAVE, PLAY = "skip", "save", "play"
+
+
+def outcomes(chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Which interactions of a normalized chunk read as skips and which as saves."""
+    n = len(chunk)
+    if RATING in chunk.columns:
+        rating = chunk[RATING].to_numpy(dtype=np.float64)
+        low, high = rating <= LOW_RATING_MAX, rating >= SAVE_RATING_MIN
+    elif WEIGHT in chunk.columns:
+        weight = chunk[WEIGHT].to_numpy(dtype=np.float64)
+        low, high = weight <= LOW_WEIGHT_MAX, weight >= SAVE_WEIGHT_MIN
+    else:
+        low, high = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+    return low, high & ~low
+
+
+def event_hashes(chunk: pd.DataFrame) -> list[str]:
+    """The content identity of each interaction of a normalized chunk (hex BLAKE2b).
+
+    Built from the raw listener, item, UTC microsecond, event type (play / skip / save) and
+    the source's own event id where it has one, never from the row's position: the same
+    interaction gets the same id in any file, split or order, so a re-sent or overlapping
+    export is recognised and published once.
+    """
+    low, save = outcomes(chunk)
+    n = len(chunk)
+    kinds = pa.array(np.where(low, SKIP, np.where(save, SAVE, PLAY)), pa.string())
+    if SOURCE_EVENT_ID in chunk.columns:
+        source = pa.array(chunk[SOURCE_EVENT_ID].astype(str), pa.string())
+    else:
+        source = pa.repeat(pa.scalar("", pa.string()), n)
+    users = pa.array(chunk[USER].astype(str), pa.string())
+    items = pa.array(chunk[ITEM].astype(str), pa.string())
+    times = pc.cast(pa.array(chunk[TS_US].to_numpy(dtype=np.int64), pa.int64()), pa.string())
+    joined = pc.binary_join_element_wise(users, items, times, kinds, source, "\x1f")
+    blake = hashlib.blake2b
+    return [
+        blake(text, digest_size=EVENT_HASH_BYTES).hexdigest()
+        for text in pc.cast(joined, pa.binary()).to_pylist()
+    ]
 
 
 # --- listener fields ----------------------------------------------------------------------

@@ -3,8 +3,8 @@
 The contracts have no column for an interaction's explicit rating (staging turns it into
 skip and save flags) nor for a listener's gender or occupation. `read_extras` reads them
 from the same files through the same format module as `import_path`, keyed the way staging
-names ids (`<prefix>-e<row>`, `<prefix>-u<user>`, `<prefix>-i<item>`), so they join onto a
-staged batch of the same files. Nothing here is ever written to the lake.
+names ids (`<prefix>-e<content hash>`, `<prefix>-u<user>`, `<prefix>-i<item>`), so they join
+onto a staged batch of the same files. Nothing here is ever written to the lake.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from crossfade.data.importers import open_path, reading
 class Extras:
     """Ratings and side facts of one dataset, keyed like its staged batch.
 
-    `ratings` holds each interaction's explicit rating indexed by its 0-based data row
+    `ratings` holds each interaction's explicit rating indexed by its content hash (the
+    part of the staged event id after `<prefix>-e`; a repeated interaction keeps its first)
     (empty when the source has no ratings, or when they were not asked for); `users` and
     `items` are the source's side tables indexed by staged user / item id (empty when the
     source has no side files), with whatever columns the format knows (users: age_bucket,
@@ -41,8 +42,8 @@ class Extras:
         ids = event_ids.astype(str)
         head = self.prefix + K.EVENT_KEY
         ours = ids.str.startswith(head)
-        rows = pd.to_numeric(ids.str.slice(len(head)).where(ours), errors="coerce")
-        return rows.map(self.ratings).to_numpy(dtype=np.float64)
+        hashes = ids.str.slice(len(head)).where(ours)
+        return hashes.map(self.ratings).to_numpy(dtype=np.float64)
 
 
 def _keyed(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
@@ -55,8 +56,8 @@ def _keyed(table: pd.DataFrame, prefix: str) -> pd.DataFrame:
 
 
 class RatingCollector:
-    """Keeps each chunk's explicit ratings by data row: pass it as `import_path(on_chunk=...)`
-    to read ratings in the same pass that stages the batch."""
+    """Keeps each chunk's explicit ratings by content hash: pass it as
+    `import_path(on_chunk=...)` to read ratings in the same pass that stages the batch."""
 
     def __init__(self) -> None:
         self.parts: list[pd.Series] = []
@@ -65,12 +66,12 @@ class RatingCollector:
         """Keep this chunk's ratings (nothing when the source has none)."""
         if K.RATING in chunk.columns:
             values = chunk[K.RATING].to_numpy(dtype=np.float64)
-            self.parts.append(pd.Series(values, index=chunk[K.ROW].to_numpy(dtype=np.int64)))
+            self.parts.append(pd.Series(values, index=pd.Index(K.event_hashes(chunk))))
 
     def ratings(self) -> pd.Series:
-        """Every rating seen so far, indexed by data row (empty: none)."""
+        """Every rating seen so far, indexed by content hash (empty: none)."""
         rated = pd.concat(self.parts) if self.parts else pd.Series(dtype=np.float64)
-        return rated.rename(C.RATING)
+        return rated[~rated.index.duplicated(keep="first")].rename(C.RATING)
 
 
 def read_extras(

@@ -2,7 +2,9 @@
 
 The simplest way to bring any dataset in: export it with these column names. `timestamp`
 is Unix seconds or ISO-8601 text; an optional `rating` (explicit, e.g. 1-5) or `weight`
-(implicit strength, e.g. a play count) decides skips and saves.
+(implicit strength, e.g. a play count) decides skips and saves. An optional `event_id` is
+the source's own id of each interaction: it joins the listener, item, time and event type in
+the content id, so two distinct plays in the same microsecond stay two events.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from crossfade.data.importers.common import ImportFormatError, Source
 NAME = "interactions"
 REQUIRED = ("user_id", "item_id", "timestamp")
 VALUE_COLUMNS = ("rating", "weight")  # rating wins when both are present
+SOURCE_ID = "event_id"  # optional: the source's own event id
 WHAT = "interactions file"
 
 
@@ -52,6 +55,7 @@ def _csv_chunks(path: Path, chunk_rows: int) -> tuple[Iterator[pd.DataFrame], st
             f"{path}: duplicate column names in the header {header}; rename them"
         )
     value = _value(names)
+    source_id = SOURCE_ID if SOURCE_ID in names else None
 
     def chunks() -> Iterator[pd.DataFrame]:
         tables = R.iter_tables(
@@ -61,7 +65,7 @@ def _csv_chunks(path: Path, chunk_rows: int) -> tuple[Iterator[pd.DataFrame], st
             rows = R.Rows(path, offset, header_lines=1)
             yield R.interaction_frame(
                 table, rows, user="user_id", item="item_id", ts="timestamp",
-                value=value, value_kind=value or K.RATING,
+                value=value, value_kind=value or K.RATING, source_id=source_id,
             )  # fmt: skip
 
     return chunks(), value
@@ -78,7 +82,8 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> tuple[Iterator[pd.DataFrame]
     _check_columns(path, found)
     value = _value(found)
     by_lower = {name.lower(): name for name in parquet.schema_arrow.names}
-    wanted = [*REQUIRED, *([value] if value else [])]
+    source_id = SOURCE_ID if SOURCE_ID in found else None
+    wanted = [*REQUIRED, *([value] if value else []), *([source_id] if source_id else [])]
 
     def chunks() -> Iterator[pd.DataFrame]:
         offset = 0
@@ -90,7 +95,7 @@ def _parquet_chunks(path: Path, chunk_rows: int) -> tuple[Iterator[pd.DataFrame]
                 rows = R.Rows(path, offset, header_lines=None)
                 yield R.interaction_frame(
                     table, rows, user="user_id", item="item_id", ts="timestamp",
-                    value=value, value_kind=value or K.RATING,
+                    value=value, value_kind=value or K.RATING, source_id=source_id,
                 )  # fmt: skip
                 offset += batch.num_rows
         except (pa.ArrowInvalid, OSError) as exc:

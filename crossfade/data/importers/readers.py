@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
 
 from crossfade.data.importers import common as K
 from crossfade.data.importers.common import ImportFormatError
@@ -40,6 +41,49 @@ def check_file(path: Path, what: str) -> None:
         raise ImportFormatError(f"{path}: {what} is empty (0 bytes); export the data again")
 
 
+# Byte-order marks, longest first (a UTF-32 LE mark starts like a UTF-16 LE one).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32 little-endian with a byte-order mark", "utf-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32 big-endian with a byte-order mark", "utf-32"),
+    (codecs.BOM_UTF8, "UTF-8 with a byte-order mark", "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "UTF-16 little-endian with a byte-order mark", "utf-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16 big-endian with a byte-order mark", "utf-16"),
+)
+
+
+def detect_encoding(sample: bytes) -> tuple[str, str] | None:
+    """(description, Python codec) of a text encoding other than plain UTF-8, if recognised.
+
+    Byte-order marks name UTF-8-BOM, UTF-16 and UTF-32; without a mark, text whose every
+    other byte is NUL is UTF-16 (LE when the NULs are odd bytes). None: no marker found.
+    """
+    for bom, name, codec in _BOMS:
+        if sample.startswith(bom):
+            return name, codec
+    even, odd = sample[0:1024:2], sample[1:1024:2]
+    if len(sample) >= 8:
+        if odd and odd.count(0) >= 0.9 * len(odd) and even.count(0) < 0.1 * len(even):
+            return "UTF-16 little-endian without a byte-order mark", "utf-16-le"
+        if even and even.count(0) >= 0.9 * len(even) and odd.count(0) < 0.1 * len(odd):
+            return "UTF-16 big-endian without a byte-order mark", "utf-16-be"
+    return None
+
+
+def _wide_text_error(path: Path, what: str, name: str, codec: str) -> ImportFormatError:
+    return ImportFormatError(
+        f"{path}: {what} is {name}, not UTF-8; re-encode it as UTF-8 (e.g. `iconv -f "
+        f"{codec.upper().replace('-LE', 'LE').replace('-BE', 'BE')} -t UTF-8 {path.name} > "
+        f"{path.stem}-utf8{path.suffix}`) and import that file"
+    )
+
+
+def check_wide_text(path: Path, what: str, sample: bytes) -> None:
+    """Name UTF-16 / UTF-32 text (with or without a mark) instead of calling it binary."""
+    found = detect_encoding(sample)
+    if found is not None and found[1] != "utf-8-sig":
+        raise _wide_text_error(path, what, *found)
+
+
 def is_parquet(path: Path) -> bool:
     """Whether the file starts with the Parquet magic bytes."""
     with path.open("rb") as handle:
@@ -50,6 +94,7 @@ def check_text(path: Path, what: str) -> None:
     """Fail unless the start of the file looks like UTF-8 text (not binary, not Latin-1)."""
     with path.open("rb") as handle:
         sample = handle.read(SNIFF_BYTES)
+    check_wide_text(path, what, sample)
     if b"\x00" in sample:
         raise ImportFormatError(
             f"{path}: {what} is binary, not delimited text (found NUL bytes); "
@@ -102,6 +147,7 @@ def read_text(path: Path, what: str, *, legacy_latin1: bool = False) -> str:
     """Read a small side file as text; `legacy_latin1` accepts ISO-8859-1 files (GroupLens)."""
     check_file(path, what)
     data = path.read_bytes()
+    check_wide_text(path, what, data[:SNIFF_BYTES])
     if b"\x00" in data[:SNIFF_BYTES]:
         raise ImportFormatError(f"{path}: {what} is binary, not text; pass the original file")
     try:
@@ -115,12 +161,60 @@ def read_text(path: Path, what: str, *, legacy_latin1: bool = False) -> str:
 def read_header(path: Path, what: str, delimiter: str) -> list[str]:
     """The field names of the first line, stripped of quotes and spaces."""
     with path.open("rb") as handle:
+        check_wide_text(path, what, handle.read(SNIFF_BYTES))
+        handle.seek(0)
         first = handle.readline()
     try:
         line = first.decode("utf-8").lstrip("\ufeff").rstrip("\r\n")
     except UnicodeDecodeError:
         raise encoding_error(path, what) from None
     return [name.strip().strip('"').strip() for name in line.split(delimiter)]
+
+
+def count_rows(path: Path) -> tuple[int, str]:
+    """Rows a file holds, counted without parsing it (for honest reports on unreadable input).
+
+    Parquet: the footer's row count. Text in any recognised encoding: non-empty lines,
+    less one when the first line has no digit (a header). A folder: the largest file in it.
+    Returns the count and how it was counted; (0, reason) when nothing can be read.
+    """
+    try:
+        if path.is_dir():
+            files = [p for p in path.rglob("*") if p.is_file()]
+            if not files:
+                return 0, f"{path} holds no files"
+            path = max(files, key=lambda p: p.stat().st_size)
+        with path.open("rb") as handle:
+            head = handle.read(4)
+        if head == PARQUET_MAGIC:
+            try:
+                return pq.ParquetFile(path).metadata.num_rows, f"Parquet rows of {path.name}"
+            except (pa.ArrowException, OSError):
+                pass  # a damaged Parquet file: count nothing rather than guess
+            return 0, f"{path.name} is a damaged Parquet file (no row count)"
+        return _count_lines(path)
+    except OSError as exc:
+        return 0, f"{path} could not be read ({exc.strerror or exc})"
+
+
+def _count_lines(path: Path) -> tuple[int, str]:
+    with path.open("rb") as handle:
+        sample = handle.read(SNIFF_BYTES)
+    found = detect_encoding(sample)
+    codec = found[1] if found else "utf-8"
+    lines = 0
+    first: str | None = None
+    with path.open("r", encoding=codec, errors="replace", newline=None) as text:
+        for line in text:
+            if not line.strip():
+                continue
+            if first is None:
+                first = line
+            lines += 1
+    header = first is not None and not any(ch.isdigit() for ch in first)
+    rows = lines - (1 if header else 0)
+    how = f"non-empty lines of {path.name}" + (" less its header" if header else "")
+    return rows, how + (f" ({found[0]})" if found else "")
 
 
 # --- streaming ----------------------------------------------------------------------------
@@ -377,8 +471,12 @@ def interaction_frame(
     ts: str,
     value: str | None = None,
     value_kind: str = K.RATING,
+    source_id: str | None = None,
 ) -> pd.DataFrame:
-    """Normalize one chunk of a source table into the interaction frame importers share."""
+    """Normalize one chunk of a source table into the interaction frame importers share.
+
+    `source_id` names the source's own event id column, if it has one (part of the content id).
+    """
     frame = pd.DataFrame(
         {
             K.ROW: np.arange(rows.offset, rows.offset + table.num_rows, dtype=np.int64),
@@ -389,4 +487,6 @@ def interaction_frame(
     )
     if value is not None:
         frame[value_kind] = number_column(table[value], value, rows)
+    if source_id is not None:
+        frame[K.SOURCE_EVENT_ID] = id_column(table[source_id], source_id, rows)
     return frame

@@ -38,7 +38,7 @@ log = get_logger(__name__)
 
 WORK_DIR = ".importing"  # hidden: batches under construction
 US_PER_DAY = 86_400_000_000
-ROW_COLUMN = "_row"  # spill-only: source row, the tie-break that keeps day parts deterministic
+ROW_COLUMN = "_row"  # spill-only: arrival order, the tie-break that keeps day parts deterministic
 EPOCH = date(1970, 1, 1)
 Progress = Callable[[int], None]
 
@@ -70,7 +70,8 @@ class BatchBuilder:
         self.item_first: pa.Table | None = None
         self.stream_items = pd.DataFrame(columns=list(K.STREAM_ITEM_FIELDS))
         self.day_counts: dict[int, int] = {}
-        self.events = 0
+        self.events = 0  # rows received (every interaction the source held)
+        self.duplicates = 0  # of them, repeats of an interaction earlier in the same batch
         self.chunks = 0
         self.value_kind: str | None = None
         users = source.users
@@ -85,13 +86,15 @@ class BatchBuilder:
         if chunk.empty:
             return
         self._remember_facts(chunk)  # in file order: the first row of an item describes it
-        order = np.lexsort((chunk[K.ROW].to_numpy(), chunk[K.TS_US].to_numpy()))
+        arrival = np.arange(self.events, self.events + len(chunk), dtype=np.int64)
+        chunk = chunk.assign(**{ROW_COLUMN: arrival})
+        order = np.lexsort((arrival, chunk[K.TS_US].to_numpy()))
         chunk = chunk.iloc[order].reset_index(drop=True)
         users = pa.array(chunk[K.USER], pa.string())
         items = pa.array(chunk[K.ITEM], pa.string())
         self._remember_ids(chunk, users, items)
         table = self._events(chunk, users, items).append_column(
-            ROW_COLUMN, pa.array(chunk[K.ROW].to_numpy(), pa.int64())
+            ROW_COLUMN, pa.array(chunk[ROW_COLUMN].to_numpy(), pa.int64())
         )
         days, counts = np.unique(chunk[K.TS_US].to_numpy() // US_PER_DAY, return_counts=True)
         for day, count in zip(days.tolist(), counts.tolist(), strict=True):
@@ -131,23 +134,18 @@ class BatchBuilder:
 
     def _events(self, chunk: pd.DataFrame, users: pa.Array, items: pa.Array) -> pa.Table:
         n = len(chunk)
-        low = np.zeros(n, dtype=bool)
-        high = np.zeros(n, dtype=bool)
         if K.RATING in chunk.columns:
             self.value_kind = K.RATING
-            rating = chunk[K.RATING].to_numpy(dtype=np.float64)
-            low, high = rating <= K.LOW_RATING_MAX, rating >= K.SAVE_RATING_MIN
         elif K.WEIGHT in chunk.columns:
             self.value_kind = K.WEIGHT
-            weight = chunk[K.WEIGHT].to_numpy(dtype=np.float64)
-            low, high = weight <= K.LOW_WEIGHT_MAX, weight >= K.SAVE_WEIGHT_MIN
+        low, high = K.outcomes(chunk)
         at = pc.index_in(users, value_set=self.country_keys)
         country = pc.fill_null(pc.take(self.country_values, at), D.UNKNOWN_COUNTRY)
-        rows = pc.cast(pa.array(chunk[K.ROW].to_numpy(), pa.int64()), pa.string())
+        hashes = pa.array(K.event_hashes(chunk), pa.string())
         p = self.prefix
         table = pa.table(
             {
-                C.EVENT_ID: pc.binary_join_element_wise(p + K.EVENT_KEY, rows, ""),
+                C.EVENT_ID: pc.binary_join_element_wise(p + K.EVENT_KEY, hashes, ""),
                 C.USER_ID: pc.binary_join_element_wise(p + K.USER_KEY, users, ""),
                 C.ITEM_ID: pc.binary_join_element_wise(p + K.ITEM_KEY, items, ""),
                 C.TS: pa.array(chunk[K.TS_US].to_numpy(), pa.int64()).cast(TS_TYPE),
@@ -155,7 +153,7 @@ class BatchBuilder:
                 C.REASON_START: _const(K.REASON_START, n, pa.string()),
                 C.REASON_END: pa.array(np.where(low, K.REASON_END_SKIPPED, K.REASON_END_DONE)),
                 C.SKIPPED: pa.array(low),
-                C.SAVED: pa.array(high & ~low),
+                C.SAVED: pa.array(high),
                 C.ADDED_TO_PLAYLIST: _const(False, n, pa.bool_()),
                 C.FOLLOWED_ARTIST: _const(False, n, pa.bool_()),
                 C.REPLAY: _const(False, n, pa.bool_()),
@@ -184,6 +182,14 @@ class BatchBuilder:
             held += count
         return windows
 
+    def _first_of_each(self, rows: pa.Table) -> pa.Table:
+        """Keep the first arrival of each event id (repeats share a day: ids hash the time)."""
+        firsts = rows.group_by(C.EVENT_ID).aggregate([(ROW_COLUMN, "min")])
+        if firsts.num_rows == rows.num_rows:
+            return rows
+        self.duplicates += rows.num_rows - firsts.num_rows
+        return rows.filter(pc.is_in(rows[ROW_COLUMN], value_set=firsts[f"{ROW_COLUMN}_min"]))
+
     def _write_days(self) -> None:
         """Read the spills back a window of days at a time; write one part per UTC day."""
         spilled = ds.dataset([str(p) for p in self.spills], format="parquet")
@@ -191,6 +197,7 @@ class BatchBuilder:
             low = pa.scalar(window[0] * US_PER_DAY, pa.int64()).cast(TS_TYPE)
             high = pa.scalar((window[-1] + 1) * US_PER_DAY, pa.int64()).cast(TS_TYPE)
             rows = spilled.to_table(filter=(ds.field(C.TS) >= low) & (ds.field(C.TS) < high))
+            rows = self._first_of_each(rows)
             rows = rows.sort_by([(C.TS, "ascending"), (ROW_COLUMN, "ascending")])
             days = np.asarray(rows[C.TS].cast(pa.int64()), dtype=np.int64) // US_PER_DAY
             starts = np.searchsorted(days, window, side="left")
@@ -322,7 +329,7 @@ class BatchBuilder:
             "users": users.num_rows,
             "artists": artists.num_rows,
             "items": items.num_rows,
-            "events": self.events,
+            "events": self.events - self.duplicates,
         }
         return counts, _day(min(self.day_counts)), _day(max(self.day_counts))
 
@@ -383,6 +390,7 @@ def stage_source(
             },
             **source.details,
         }
+        lake.record_duplicates(info, "events", received=builder.events, in_batch=builder.duplicates)
         lake.update_batch_info(work, info)
         os.replace(work, target)
         ok = True
