@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -151,3 +152,20 @@ def test_refusal_floods_are_rate_limited_and_summarized(admin: AdminAPI) -> None
     assert admin.release.refusals.pending() == 0
     invalid = [r for r in rows() if r["outcome"] == "invalid"]
     assert len(invalid) == 3 and all("colour" in r["reason"] for r in invalid)
+
+
+def test_the_gateway_watch_pauses_a_rollout_whose_controller_is_dead(admin: AdminAPI) -> None:
+    store = admin.release.store
+    state = store.compare_and_set(
+        0, store.read_state().evolve(phase="SHADOW", window_start=time.time()), actor="alice"
+    )
+    limit = admin.release.controller.config.controller.stale_after_seconds
+    store.beat("controller", time.time() - 2 * limit, time.time() - 3 * limit, 4242)
+    status = json.loads(call(admin, "status", token=VIEWER).body)
+    assert status["controller"]["stale"] is True and status["controller"]["pid"] == 4242
+    admin.watch_once()
+    paused = store.read_state()
+    assert paused.paused and paused.updated_by == "gateway" and paused.version == state.version + 1
+    assert "heartbeat" in (paused.pause_reason or "")
+    admin.watch_once()  # one alert per death
+    assert [i["actor"] for i in store.incidents()] == ["gateway"]
