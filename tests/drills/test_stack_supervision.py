@@ -201,6 +201,8 @@ class Listeners:
 
 def _admin(url: str, method: str, action: str, **body: Any) -> Any:
     headers = VIEWER if method == "GET" else RM
+    if method == "POST":  # every change names the state it acts on
+        body["expected_version"] = _admin(url, "GET", "status")["state_version"]
     response = httpx.request(
         method, f"{url}/admin/release/{action}", headers=headers, json=body or None, timeout=120
     )
