@@ -93,7 +93,13 @@ def ensure_stack(settings: Settings, profile: str | None) -> str:
     url = running_gateway(settings)
     if url:
         return url
-    manifest_path(settings).unlink(missing_ok=True)
+    if _supervisors(settings):  # a supervised stack is (re)starting its gateway: wait for it
+        deadline = time.monotonic() + STACK_START_SECONDS
+        while time.monotonic() < deadline and _supervisors(settings):
+            url = running_gateway(settings)
+            if url:
+                return url
+            time.sleep(1.0)
     folder = settings.data_root / "serve"
     folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "deployments.serve"]

@@ -10,6 +10,7 @@ with listeners sending requests through the gateway from a thread:
   put it there), stands in, so not one listener request fails either. With a candidate on
   green and shadow (a rollout in SHADOW) nothing may stand in for blue and its listeners get
   503 until blue is back; that case is not drilled here;
+- the gateway and the controller are SIGKILLed: both are restarted (the gateway on its port);
 - the supervisor and green's arbiter are SIGKILLed: `crossfade stop` still finds and ends every
   process of the stack (by the tag in their environment, no PID needed), and a second start on
   the same ports succeeds; killing an arbiter under that second stack and stopping at once
@@ -281,6 +282,25 @@ def test_blue_killed_is_restarted_while_green_stands_in(served: Served) -> None:
     assert not listeners.failures, listeners.failures[:5]
     assert not [p.pid for p in blue if running(p)], "blue's old processes still run"
     assert "blue died" in served.console()
+
+
+def test_killed_gateway_and_controller_are_restarted(served: Served) -> None:
+    gateway, controller = served.processes("gateway"), served.processes("controller")
+    _kill([*gateway, *controller])
+    eventually(lambda: _restarted(served, "gateway", gateway), "the gateway restarted",
+               timeout=START_S)  # fmt: skip
+
+    def controller_back() -> bool:
+        doc = served.manifest()
+        return bool(doc and doc["controller"]["pid"] not in {p.pid for p in controller})
+
+    eventually(controller_back, "the controller restarted")
+    assert served.url("gateway").endswith(f":{served.settings.gateway.port}")  # same port
+    with Listeners(served.url("gateway")) as listeners:
+        listeners.after(5, "answers through the restarted gateway")
+    assert not listeners.failures, listeners.failures[:5]
+    console = served.console()
+    assert "gateway restarted" in console and "controller restarted" in console, console[-2000:]
 
 
 def test_stop_after_killed_processes_leaves_nothing_and_the_ports_start_again(
