@@ -85,6 +85,26 @@ def prefect_logs_to_file(log_file: Path) -> None:
     os.environ["PREFECT_LOGGING_SETTINGS_PATH"] = str(target)
 
 
+def _console_logs_to_file(log_file: Path) -> None:
+    """After Prefect is imported: move its console handlers in this process to `log_file`
+    (Prefect may have read its logging settings before the variable above was set)."""
+    import logging
+
+    from prefect.logging.handlers import PrefectConsoleHandler
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    target: logging.Handler | None = None
+    names = [n for n in list(logging.root.manager.loggerDict) if n.startswith("prefect")]
+    for logger in [logging.getLogger(), *(logging.getLogger(n) for n in names)]:
+        for handler in list(logger.handlers):
+            if isinstance(handler, PrefectConsoleHandler):
+                if target is None:
+                    target = logging.FileHandler(log_file, encoding="utf-8")
+                    target.setFormatter(handler.formatter)
+                logger.removeHandler(handler)
+                logger.addHandler(target)
+
+
 def _input_error(message: str) -> None:
     """One red panel naming the input and the fix; exit 2 before anything heavy starts."""
     console.print(Panel(message, title="ingest: cannot read the input", border_style="red"))
@@ -98,27 +118,30 @@ def run_ingest(**params: Any) -> dict[str, Any]:
     prefect_logs_to_file(settings.prefect_log)
     from flows.ingest import BatchRejected, ingest_flow
 
+    _console_logs_to_file(settings.prefect_log)
+
     home = os.environ.get("PREFECT_HOME")
     try:
         outcome = ingest_flow(**params)
-    except RuntimeError as exc:
-        if "ephemeral Prefect API server" not in str(exc):
-            raise
-        console.print(
-            Panel(
-                f"{exc}\nNothing was ingested. The machine may be busy: raise "
-                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server "
-                f"(`make ui`) and set PREFECT_API_URL. Prefect's log: {settings.prefect_log}",
-                title="ingest: Prefect did not start",
-                border_style="red",
-            )
-        )
-        raise typer.Exit(1) from None
     except BatchRejected as exc:
         _print_outcome(exc.outcome.to_dict(), home)
         err_console.print(
             "[red]batch rejected[/red]: kept whole in quarantine, nothing written to the lake"
             f" (Prefect's log: {settings.prefect_log})"
+        )
+        raise typer.Exit(1) from None
+    except RuntimeError as exc:
+        if not any(t in str(exc) for t in ("ephemeral Prefect API server", "reach API at")):
+            raise
+        console.print(
+            Panel(
+                f"{exc}\nNothing was ingested. Check PREFECT_API_URL (or unset it to use a "
+                "temporary server); on a busy machine raise "
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start a server (`make ui`). "
+                f"Prefect's log: {settings.prefect_log}",
+                title="ingest: Prefect is not reachable",
+                border_style="red",
+            )
         )
         raise typer.Exit(1) from None
     _print_outcome(outcome, home)

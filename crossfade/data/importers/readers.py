@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from crossfade.data import domains as D
 from crossfade.data.importers import common as K
 from crossfade.data.importers.common import ImportFormatError
 
@@ -329,8 +330,11 @@ def _first_true(mask: pa.Array | pa.ChunkedArray) -> int | None:
     return int(hits[0]) if hits.size else None
 
 
-def id_column(values: pa.ChunkedArray | pa.Array, column: str, rows: Rows) -> pd.Series:
-    """Source ids as strings; an empty or missing id fails with its row."""
+def id_column(
+    values: pa.ChunkedArray | pa.Array, column: str, rows: Rows, *, served: bool = True
+) -> pd.Series:
+    """Source ids as strings; an empty or missing id fails with its row, and so does (when
+    `served`: the id becomes part of a lake id) one that the serving id rule refuses."""
     if not pa.types.is_string(values.type) and not pa.types.is_large_string(values.type):
         try:
             values = pc.cast(values, pa.string())
@@ -344,6 +348,21 @@ def id_column(values: pa.ChunkedArray | pa.Array, column: str, rows: Rows) -> pd
         raise ImportFormatError(
             f"{rows.path}: {rows.name(bad)} has an empty {column!r}; every interaction needs "
             "one: fill it in or drop the row"
+        )
+    if not served:
+        return pd.Series(values.to_pandas(), dtype=object)
+    # Checked on the raw id, before listener ids are pseudonymized (a pseudonym would hide it).
+    ok = pc.and_(
+        pc.less_equal(pc.binary_length(values), D.ID_MAX_LENGTH),
+        pc.match_substring_regex(values, D.ID_PATTERN),
+    )
+    bad = _first_true(pc.invert(ok))
+    if bad is not None:
+        value = str(values[bad].as_py())
+        shown = repr(value[:40]) + (f"... ({len(value):,} characters)" if len(value) > 40 else "")
+        raise ImportFormatError(
+            f"{rows.path}: {rows.name(bad)} has a {column} that serving would refuse "
+            f"({shown}): ids must be {D.ID_RULE}; fix the id at the source or drop the row"
         )
     return pd.Series(values.to_pandas(), dtype=object)
 
@@ -488,5 +507,5 @@ def interaction_frame(
     if value is not None:
         frame[value_kind] = number_column(table[value], value, rows)
     if source_id is not None:
-        frame[K.SOURCE_EVENT_ID] = id_column(table[source_id], source_id, rows)
+        frame[K.SOURCE_EVENT_ID] = id_column(table[source_id], source_id, rows, served=False)
     return frame
