@@ -8,6 +8,12 @@ slot keeps answering throughout. A failed reload is retried on the next state re
 whose latest answer (seen by the gateway) already carries the assigned versions is not asked.
 `confirmed` tells the state cache which assigned slots may take traffic: none before it
 serves what it is assigned (deployments/gateway/state.py, `StateCache.gated`).
+
+A confirmation holds only for the assignment it answered: when a slot's assignment changes (a
+new rollout, a rollback that idles it), what the slot confirmed before is forgotten, because
+the process may have been restarted in between (the supervisor restarts a dead slot on the
+store's refs of that moment) and serve other versions than it once confirmed. A recommender
+asked to reload the versions it already serves answers at once.
 """
 
 from __future__ import annotations
@@ -40,9 +46,21 @@ class SlotReconciler:
         self.applied: dict[str, dict[str, str]] = {}
         self.failures: dict[str, str] = {}
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._assigned: dict[str, dict[str, str] | None] = {}
+
+    def _follow(self, slot: str, table: RouteTable) -> None:
+        """Forget what `slot` confirmed when its assignment changed since the last table."""
+        wanted = table.slots.get(slot)
+        current = _refs(wanted) if wanted else None
+        if slot in self._assigned and self._assigned[slot] == current:
+            return
+        self._assigned[slot] = current
+        self.applied.pop(slot, None)
+        self.served.pop(slot, None)
 
     def confirmed(self, slot: str, table: RouteTable) -> bool:
         """Whether `slot` serves what `table` assigns it (always, when nothing is assigned)."""
+        self._follow(slot, table)
         wanted = table.slots.get(slot)
         if not wanted:
             return True
@@ -51,7 +69,9 @@ class SlotReconciler:
 
     def on_state(self, table: RouteTable) -> None:
         """Start a reload for every slot whose assignment differs from what it confirmed."""
-        for slot, wanted in table.slots.items():
+        for slot in sorted(set(self.clients) | set(table.slots)):
+            self._follow(slot, table)
+            wanted = table.slots.get(slot)
             if slot not in self.clients or not wanted:
                 continue
             refs = _refs(wanted)

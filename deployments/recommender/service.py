@@ -336,6 +336,15 @@ class Recommender:
         refused = self._refuse_admin(ctx)
         if refused is not None:
             return refused
+        current = self.pipeline.models if self.pipeline is not None else None
+        if current is not None and (current.candidates_version, current.ranker_version) == (
+            candidates,
+            ranker,
+        ):
+            return {
+                "status": "already serving",
+                "model": {"candidates": candidates, "ranker": ranker},
+            }
         if not self._reload_lock.acquire(blocking=False):
             ctx.response.status_code = 409
             return {"error": "a reload is already running; retry when it ends"}

@@ -93,3 +93,35 @@ def test_no_listener_reaches_a_slot_before_it_confirms_its_assigned_versions(
     reconciler.served["green"] = dict(assigned)  # green's own answers show the versions
     asyncio.run(cache.refresh())
     assert cache.current().green_bp == 500
+
+
+def test_a_slot_confirmation_is_forgotten_when_its_assignment_changes(settings: Settings) -> None:
+    """A green slot restarted between two rollouts of the same candidate must reload again."""
+    store = RolloutStore.from_settings(settings)
+    assigned = {"candidates": "2", "ranker": "2"}
+    store.compare_and_set(
+        0, RolloutState(phase="CANARY", green_percent=5.0, slots={"green": assigned})
+    )
+    reconciler = SlotReconciler({}, admin_token=None, timeout_s=1.0)
+    cache = StateCache(store.read_state, refresh_seconds=0.01, idle_shadow_share=0.0)
+    cache.confirmed = reconciler.confirmed
+    cache.listeners.append(reconciler.on_state)  # as the gateway wires it
+    asyncio.run(cache.refresh())
+    reconciler.applied["green"] = dict(assigned)  # the reload answered
+    asyncio.run(cache.refresh())
+    assert cache.current().green_bp == 500
+
+    state = store.read_state()  # rolled back: green idle (and perhaps restarted meanwhile)
+    store.compare_and_set(
+        state.version, state.evolve(phase="ROLLED_BACK", green_percent=0.0, slots={"green": None})
+    )
+    asyncio.run(cache.refresh())
+    state = store.read_state()  # the same candidate is rolled out again
+    store.compare_and_set(
+        state.version, state.evolve(phase="CANARY", green_percent=5.0, slots={"green": assigned})
+    )
+    asyncio.run(cache.refresh())
+    assert cache.current().green_bp == 0  # not confirmed until green answers a new reload
+    reconciler.applied["green"] = dict(assigned)
+    asyncio.run(cache.refresh())
+    assert cache.current().green_bp == 500
