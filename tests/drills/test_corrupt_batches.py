@@ -392,3 +392,26 @@ def test_reference_unknown_to_batch_and_lake_is_still_caught(fast: Settings) -> 
     failure = _failure(_validate(batch, fast), "events", IN_SET, C.USER_ID)
     assert failure.unexpected_count == 1
     _sample_has(failure, C.EVENT_ID, key)
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "value"),
+    [
+        ("events", C.EVENT_ID, "../../etc/passwd"),
+        ("events", C.SESSION_ID, "session\nwith a newline"),
+        ("ad_impressions", C.AD_ID, "a" * 10_000_000),
+    ],
+    ids=["path", "newline", "10MB"],
+)
+def test_ids_serving_would_refuse_are_caught(
+    table: str, column: str, value: str, fast: Settings
+) -> None:
+    batch = B.write_valid_batch(fast.staging_dir)
+    B.set_cell(batch, table, column, 3, value)
+    result = _validate(batch, fast)
+    failure = _failure(result, table, IN_SET, column)
+    assert failure.rule == f"{table}.{column}.id_format"
+    assert "that serving would refuse: ids must be 1..128 characters" in failure.message
+    assert failure.unexpected_count == 1 and len(failure.message) < 1_000
+    assert len(result.failures) == 1, result.summary_lines()
+    assert Path(result.report_path or "").stat().st_size < 200_000

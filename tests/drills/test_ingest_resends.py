@@ -21,6 +21,8 @@ from crossfade import columns as C
 from crossfade.config import load_settings
 from crossfade.data import lake
 
+# One export: its rows keep their times whichever part of it is sent, and when.
+BASE = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
 ROWS = re.compile(
     r"received ([\d,]+) = accepted ([\d,]+) \+ quarantined ([\d,]+) \+\s+duplicates ([\d,]+)"
 )
@@ -58,7 +60,7 @@ def _balanced(out: str) -> tuple[int, int, int, int]:
 
 def _export(n: int, start: int = 0) -> pd.DataFrame:
     """Rows start..start+n-1 of one listening export: a play a minute, ending in the past."""
-    base = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    base = BASE
     rows = range(start, start + n)
     return pd.DataFrame(
         {
@@ -155,10 +157,11 @@ def test_copies_and_implausible_exports(tmp_path: Path) -> None:
     bad.loc[2, "user_id"] = "u" * 10_000_000  # 10 MB
     result, out = _ingest(_write(bad, tmp_path / "ids.csv"), tmp_path)
     assert result.returncode == 1 and "quarantined" in out, out
-    assert "serving would refuse" in out and "etc/passwd" in out
-    assert len(out) < 20_000  # the 10 MB id is cut in the report, not printed
-    reports = (settings.reports_dir / "validation").glob("*.json")
-    assert max(p.stat().st_size for p in reports) < 200_000  # the 10 MB id is cut there too
+    assert "that serving would refuse" in out and "newline" in out, out
+    assert _balanced(out)[0] == 50
+    assert len(out) < 20_000  # the 10 MB id is never printed whole
+    reports = settings.quarantine_dir.glob("*/report.json")
+    assert max(p.stat().st_size for p in reports) < 200_000  # nor written whole to a report
 
     wide = _write(_export(3_000, start=40_000), tmp_path / "utf16.csv", encoding="utf-16")
     result, out = _ingest(wide, tmp_path)

@@ -7,6 +7,8 @@ Every failure here becomes an `ImportFormatError` that names the file, says what
 from __future__ import annotations
 
 import codecs
+import csv
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,17 +207,35 @@ def _count_lines(path: Path) -> tuple[int, str]:
     codec = found[1] if found else "utf-8"
     lines = 0
     first: str | None = None
-    with path.open("r", encoding=codec, errors="replace", newline=None) as text:
-        for line in text:
-            if not line.strip():
-                continue
-            if first is None:
-                first = line
-            lines += 1
+    quoted = path.suffix.lower() == ".csv"  # CSV records may hold quoted line breaks
+    limit = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)  # a 10 MB field is still one field to count
+    try:
+        with path.open("r", encoding=codec, errors="replace", newline="") as text:
+            records = csv.reader(text) if quoted else ([line] for line in text)
+            for record in records:
+                if not "".join(record).strip():
+                    continue
+                if first is None:
+                    first = ",".join(record)
+                lines += 1
+    except csv.Error:
+        return _count_plain_lines(path, codec, found)
+    finally:
+        csv.field_size_limit(limit)
     header = first is not None and not any(ch.isdigit() for ch in first)
     rows = lines - (1 if header else 0)
-    how = f"non-empty lines of {path.name}" + (" less its header" if header else "")
+    unit = "CSV records" if quoted else "non-empty lines"
+    how = f"{unit} of {path.name}" + (" less its header" if header else "")
     return rows, how + (f" ({found[0]})" if found else "")
+
+
+def _count_plain_lines(path: Path, codec: str, found: tuple[str, str] | None) -> tuple[int, str]:
+    with path.open("r", encoding=codec, errors="replace") as text:
+        lines = [line for line in text if line.strip()]
+    header = bool(lines) and not any(ch.isdigit() for ch in lines[0])
+    how = f"non-empty lines of {path.name}" + (" less its header" if header else "")
+    return len(lines) - (1 if header else 0), how + (f" ({found[0]})" if found else "")
 
 
 # --- streaming ----------------------------------------------------------------------------
