@@ -325,7 +325,10 @@ def drop_published(batch_dir: Path, lake_dir: Path) -> dict[str, dict[str, int]]
     whatever the size of the lake. Parts are rewritten atomically (removed when emptied);
     the counts go to batch.json and are returned (table -> received, in_batch, in_lake).
     """
-    info = read_batch_info(batch_dir)
+    try:
+        info = read_batch_info(batch_dir)
+    except (LakeError, ValueError, TypeError, KeyError, OSError):
+        return {}  # validation reports the broken batch.json
     index = _committed_by_day(lake_dir)
     cache: dict[tuple[str, date], pa.Array] = {}
     for name in CONTRACTS:
@@ -337,7 +340,10 @@ def drop_published(batch_dir: Path, lake_dir: Path) -> dict[str, dict[str, int]]
             continue
         received = 0
         for part in parts:
-            data = pq.read_table(part)
+            try:
+                data = pq.read_table(part)
+            except (OSError, pa.ArrowException):
+                continue  # unreadable: validation reports it, and the batch is quarantined
             if spec.key not in data.column_names or spec.time_column not in data.column_names:
                 continue  # schema drift: validation reports it
             if not pa.types.is_timestamp(data.schema.field(spec.time_column).type):

@@ -161,3 +161,11 @@ def test_plausibility_names_the_check_for_events_at_1970(
 def _csv(frame: pd.DataFrame, path: Path) -> Path:
     frame.to_csv(path, index=False)
     return path
+
+
+def test_dedup_leaves_broken_batches_to_validation(tmp_path: Path, settings: Settings) -> None:
+    batch = B.write_valid_batch(settings.staging_dir)
+    (batch / "events" / "extra.parquet").write_text("definitely not parquet")
+    assert lake.drop_published(batch, settings.lake_dir)["events"]["in_lake"] == 0
+    (batch / lake.BATCH_FILE).unlink()
+    assert lake.drop_published(batch, settings.lake_dir) == {}
