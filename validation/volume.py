@@ -47,14 +47,14 @@ class VolumeBand:
     def describe(self, found: int) -> str:
         """Sentence for a count outside the band."""
         direction = "below" if found < self.min_rows else "above"
-        received, low, high = found + self.duplicates, self.min_rows, self.max_rows
+        low, high = self.min_rows + self.duplicates, self.max_rows + self.duplicates
+        rows = f"{found + self.duplicates:,} rows"
         if self.duplicates:
-            low, high = low + self.duplicates, high + self.duplicates
+            rows += f" received ({self.duplicates:,} of them duplicates left out)"
         return (
-            f"{self.table} has {received:,} rows received, {direction} the allowed {low:,}..."
+            f"{self.table} has {rows}, {direction} the allowed {low:,}..."
             f"{high:,}: the previous accepted batch {self.previous_batch} had "
             f"{self.previous_rows:,} ({self.expected_rows:,.0f} expected for this window)"
-            + (f"; {self.duplicates:,} of them are duplicates" if self.duplicates else "")
         )
 
 
