@@ -31,6 +31,7 @@ from prefect.artifacts import create_markdown_artifact
 from crossfade.config import Settings, load_settings
 from crossfade.log import get_logger
 from deployments.process import end_processes, tagged
+from deployments.rollout.auth import LIFECYCLE_ACTOR as ACTOR
 from deployments.rollout.controller import Controller
 from deployments.rollout.machine import Phase
 from deployments.rollout.store import RolloutStore
@@ -41,7 +42,6 @@ from model_registry.registry import client, promote, version_by_alias
 log = get_logger("flows.release")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TERMINAL = {Phase.PROMOTED.value, Phase.ROLLED_BACK.value}
-ACTOR = "lifecycle"
 STACK_START_SECONDS = 300
 POLL_SECONDS = 2.0
 GATE_PASSED = "lifecycle: new version passed the gate"
