@@ -23,7 +23,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import pandas as pd
 
@@ -51,18 +50,13 @@ RETRAIN = (
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 
 
-def _local(uri: str) -> Path | None:
-    """The local folder of an artifact URI, or None when it is not on this machine's disk."""
-    if uri.startswith("file:"):
-        return Path(unquote(urlparse(uri).path))
-    return Path(uri) if "://" not in uri and Path(uri).is_absolute() else None
-
-
 def artifact_folders(settings: Settings) -> tuple[dict[Path, str], list[str]]:
     """Folder -> label of every registered version's artifacts and of the artifact root, and
     the versions whose artifacts are not on local disk (they cannot be scanned from here)."""
     import mlflow
     from mlflow.exceptions import MlflowException
+
+    from model_registry.registry import local_path
 
     folders: dict[Path, str] = {settings.mlflow_artifact_dir: "artifact root"}
     remote: list[str] = []
@@ -75,7 +69,7 @@ def artifact_folders(settings: Settings) -> tuple[dict[Path, str], list[str]]:
         for version in versions:
             label = f"{name} v{version.version}"
             uri = client.get_model_version_download_uri(name, version.version)
-            path = _local(uri)
+            path = local_path(uri)
             if path is None:
                 remote.append(f"{label} ({uri})")
             else:

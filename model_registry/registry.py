@@ -23,24 +23,29 @@ def use_experiment(settings: Settings, name: str) -> str:
     """Make `name` the active experiment, its artifacts under the data root; returns its id.
 
     MLflow's default artifact root is `./mlruns` in the working directory, outside the data
-    root (and outside erasure, backups and permissions), on every profile without an artifact
-    server; so the experiment is created with its location under `mlflow_artifact_dir`. An
-    experiment made elsewhere by an older version is renamed aside (its runs and registered
-    versions stay readable) and a new one takes the name.
+    root (and outside erasure, backups and permissions). So, when the tracking store is a
+    database the client writes to directly, a new experiment is created with its location
+    under `mlflow_artifact_dir`, and one left in an `mlruns` folder by an older version is
+    renamed aside (its runs and registered versions stay readable). A tracking server
+    (`http(s)://`) decides its own artifact store, and an experiment whose location is
+    anything else (object storage, another data root sharing the tracking store) is used
+    where it is: renaming it would only make data roots rename each other's experiments.
     """
     mlflow.set_tracking_uri(settings.tracking_uri)
+    if urlparse(settings.tracking_uri).scheme in SERVER_SCHEMES:
+        return str(mlflow.set_experiment(name).experiment_id)
     c = mlflow.MlflowClient()
-    folder = settings.mlflow_artifact_dir / name
     found = c.get_experiment_by_name(name)
-    if found is not None and not _under(found.artifact_location, settings.mlflow_artifact_dir):
+    if found is not None and _default_root(found.artifact_location):
         aside = f"{name}-outside-data-root-{found.experiment_id}"
         log.warning(
-            "MLflow experiment keeps its artifacts outside the data root: renamed aside",
+            "MLflow experiment keeps its artifacts in a working-directory mlruns: renamed aside",
             extra={"experiment": name, "renamed": aside, "location": found.artifact_location},
         )
         c.rename_experiment(found.experiment_id, aside)
         found = None
     if found is None:
+        folder = settings.mlflow_artifact_dir / name
         folder.mkdir(parents=True, exist_ok=True)
         try:
             experiment_id = c.create_experiment(name, artifact_location=folder.as_uri())
@@ -55,12 +60,21 @@ def use_experiment(settings: Settings, name: str) -> str:
     return str(experiment_id)
 
 
-def _under(location: str, folder: Path) -> bool:
-    """Whether an MLflow artifact location (URI or path) lies inside `folder`."""
-    path = Path(location)
+SERVER_SCHEMES = ("http", "https")
+MLFLOW_DEFAULT_ROOT = "mlruns"
+
+
+def local_path(location: str) -> Path | None:
+    """The local path of an MLflow artifact location (a `file:` URI or a path); None if remote."""
     if location.startswith("file:"):
-        path = Path(unquote(urlparse(location).path))
-    return path.is_absolute() and path.resolve().is_relative_to(folder.resolve())
+        return Path(unquote(urlparse(location).path))
+    return Path(location) if "://" not in location and Path(location).is_absolute() else None
+
+
+def _default_root(location: str) -> bool:
+    """Whether an artifact location lies in MLflow's default `mlruns` root (an old version's)."""
+    path = local_path(location)
+    return path is not None and MLFLOW_DEFAULT_ROOT in path.parts
 
 
 def client(tracking_uri: str) -> mlflow.MlflowClient:

@@ -99,3 +99,24 @@ def test_every_file_under_the_data_root_is_owner_only(
         assert _loose(settings.data_root) == []
     finally:
         os.umask(previous)
+
+
+def test_an_experiment_of_another_data_root_or_object_store_is_used_where_it_is(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Only an old `mlruns` experiment is renamed aside: data roots sharing a tracking store
+    (or an experiment on object storage) must not rename each other's experiments."""
+    from model_registry.registry import use_experiment
+
+    mlflow.set_tracking_uri(settings.tracking_uri)
+    client = mlflow.MlflowClient()
+    other_root = (tmp_path / "other-data-root" / "mlflow-artifacts" / "shared").as_uri()
+    shared = client.create_experiment("shared", artifact_location=other_root)
+    remote = client.create_experiment("remote", artifact_location="s3://bucket/crossfade")
+    assert use_experiment(settings, "shared") == shared
+    assert use_experiment(settings, "remote") == remote
+    assert client.get_experiment(shared).name == "shared"
+    assert client.get_experiment(remote).name == "remote"
+    made = use_experiment(settings, "fresh")
+    location = client.get_experiment(made).artifact_location
+    assert location == (settings.mlflow_artifact_dir / "fresh").as_uri()
