@@ -397,6 +397,11 @@ def manifest_path(settings: Settings) -> Path:
     return settings.data_root / "serve" / "stack.json"
 
 
+def supervisor_log_path(settings: Settings) -> Path:
+    """Where the supervisor appends the details (tracebacks) of the errors it survived."""
+    return settings.data_root / "serve" / "supervisor.log"
+
+
 def _write_manifest(path: Path, doc: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".stack-", suffix=".json")

@@ -13,7 +13,11 @@
   is rolled back first through the controller's API (actor "supervisor", an incident is
   recorded); the gateway already sends green's listeners to blue, so none of them fails;
 - a process that died `max_restarts` times within `restart_window_seconds` is left down and
-  reported, never restarted forever.
+  reported, never restarted forever;
+- an error while the supervisor handles one member (its clean-up, a probe, a restart) stays with
+  that member: one line on the console, the traceback in `<data root>/serve/supervisor.log`,
+  and it counts as a failed restart (the member is cleaned up again and restarted after the
+  backoff); the other members stay supervised and the loop goes on.
 Every event is one line through `say` (the console under `make serve`).
 """
 
@@ -22,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import traceback
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +43,7 @@ from deployments.serve import (
     start_controller,
     start_gateway,
     start_slot,
+    supervisor_log_path,
 )
 
 SUPERVISOR_ACTOR = "supervisor"
@@ -50,11 +56,12 @@ class Member:
     """What the supervisor tracks about one process of the stack."""
 
     name: str
-    status: str = "up"  # up | waiting (backoff) | starting | failed
+    status: str = "up"  # up | dying (being cleaned up) | waiting (backoff) | starting | failed
     restarts: deque[float] = field(default_factory=deque)
     next_start: float = 0.0
     deadline: float = 0.0
     unready_since: float | None = None
+    dirty: bool = False  # a step failed: clean up (and roll back) again before the restart
 
 
 class Supervisor:
@@ -81,22 +88,82 @@ class Supervisor:
         """Check every process until `stop` is set."""
         try:
             while not stop.is_set():
-                self.tick()
+                try:
+                    self.tick()
+                except Exception as exc:  # tick guards each member; this is the last resort
+                    self._log_error("tick", exc)
+                    self.say(f"supervisor: a pass failed ({_brief(exc)}); going on")
                 stop.wait(self.settings.gateway.supervise_interval_seconds)
         finally:
             self.http.close()
 
     def tick(self) -> None:
-        """One pass over every process: probe, clean up and restart as needed."""
+        """One pass over every process: probe, clean up and restart as needed.
+
+        An error in one member's step is that member's failed restart (`_step_failed`); the
+        pass goes on with the others.
+        """
         for member in self.members.values():
-            if member.status == "up":
-                why = self._dead(member)
-                if why is not None:
-                    self._on_death(member, why)
-            elif member.status == "waiting" and self.clock() >= member.next_start:
-                self._start(member)
-            elif member.status == "starting":
-                self._check_start(member)
+            try:
+                self._step(member)
+            except Exception as exc:
+                self._step_failed(member, exc)
+
+    def _step(self, member: Member) -> None:
+        if member.status == "up":
+            why = self._dead(member)
+            if why is not None:
+                self._on_death(member, why)
+        elif member.status == "waiting" and self.clock() >= member.next_start:
+            self._start(member)
+        elif member.status == "starting":
+            self._check_start(member)
+
+    def _step_failed(self, member: Member, exc: Exception) -> None:
+        """Count an error in `member`'s step as a failed restart: one console line, the
+        traceback in the log file; retry after the backoff unless the budget is spent."""
+        probing = member.status == "up"  # a probe or health check failed, not a restart
+        log = self._log_error(member.name, exc)
+        where = f"{_brief(exc)}; details in {log}"
+        if member.status == "failed":  # already given up on (and reported): stays down
+            self.say(f"{member.name}: supervisor step failed ({where})")
+            return
+        now = self.clock()
+        cfg = self.settings.gateway
+        while member.restarts and now - member.restarts[0] > cfg.restart_window_seconds:
+            member.restarts.popleft()
+        if len(member.restarts) >= cfg.max_restarts:
+            member.status = "failed"
+            self.say(
+                f"{member.name}: supervisor step failed ({where}); {len(member.restarts)} failed "
+                f"restarts in {cfg.restart_window_seconds:.0f} s, NOT supervising it any more: "
+                f"see `crossfade release status` and the logs, then `crossfade stop` and "
+                f"`make serve`"
+            )
+            with contextlib.suppress(Exception):
+                self.stack.write_manifest()
+            return
+        backoff = cfg.restart_backoff_seconds * 2 ** len(member.restarts)
+        member.restarts.append(now)
+        if probing:  # the process may well be healthy: probe it again next pass
+            self.say(f"{member.name}: probe failed ({where}); counted as a failed restart")
+            return
+        member.status, member.next_start, member.dirty = "waiting", now + backoff, True
+        self.say(
+            f"{member.name}: supervisor step failed ({where}); counted as a failed restart, "
+            f"cleaning up and restarting in {backoff:.0f} s"
+        )
+
+    def _log_error(self, name: str, exc: Exception) -> str:
+        """Append `exc`'s traceback to the supervisor log; returns the log's path."""
+        path = supervisor_log_path(self.settings)
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            with path.open("a") as out:
+                out.write(f"{stamp} stack {self.stack.stack_id} member {name}:\n")
+                out.writelines(traceback.format_exception(exc))
+        return str(path)
 
     # -- liveness ----------------------------------------------------------------------------
     def _dead(self, member: Member) -> str | None:
@@ -132,6 +199,7 @@ class Supervisor:
 
     # -- death -------------------------------------------------------------------------------
     def _on_death(self, member: Member, why: str) -> None:
+        member.status = "dying"
         self._clean_up(member.name)
         rolled = self._roll_back_if_in_use(member.name)
         now = self.clock()
@@ -190,6 +258,12 @@ class Supervisor:
     def _start(self, member: Member) -> None:
         name = member.name
         cfg = self.settings.gateway
+        if member.dirty:  # an earlier step failed half-way: what it left may still run
+            self._clean_up(name)
+            rolled = self._roll_back_if_in_use(name)
+            member.dirty = False
+            if rolled:
+                self.say(f"{name}: cleaned up before its restart{rolled}")
         if name == "controller":
             self.stack.controller = start_controller(self.settings, self.stack.env(name))
             member.status = "up"
@@ -230,3 +304,9 @@ class Supervisor:
 
     def _failed_start(self, member: Member, why: str) -> None:
         self._on_death(member, f"restart failed: {why}")
+
+
+def _brief(exc: BaseException) -> str:
+    """An exception as one short line: its type and the first line of its message."""
+    first = str(exc).strip().splitlines()[:1]
+    return f"{type(exc).__name__}: {first[0][:200]}" if first else type(exc).__name__
