@@ -89,7 +89,11 @@ def running_gateway(settings: Settings) -> str | None:
 
 def ensure_stack(settings: Settings, profile: str | None) -> str:
     """Reuse the running stack or start one detached (it outlives this process); returns the
-    gateway URL once every slot and the gateway are ready."""
+    gateway URL once every slot and the gateway are ready.
+
+    A supervised stack of this data root that is (re)starting its gateway is waited for; if
+    its supervisor still runs without a ready gateway after `STACK_START_SECONDS`, this raises
+    instead of starting a second stack over it."""
     url = running_gateway(settings)
     if url:
         return url
@@ -100,6 +104,15 @@ def ensure_stack(settings: Settings, profile: str | None) -> str:
             if url:
                 return url
             time.sleep(1.0)
+        if live := _supervisors(settings):
+            pids = ", ".join(str(proc.pid) for proc in live)
+            raise RuntimeError(
+                f"the stack of data root {settings.data_root} is still supervised (PID {pids}, "
+                f"`python -m deployments.serve`) but its gateway was not ready within "
+                f"{STACK_START_SECONDS} s; not starting a second stack over it. Read its console "
+                f"({settings.data_root / 'serve' / 'serve.log'}) and `crossfade release status`, "
+                "then wait for it or end it with `crossfade stop` and run again"
+            )
     folder = settings.data_root / "serve"
     folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "deployments.serve"]
