@@ -520,27 +520,20 @@ OWNER_ONLY_UMASK = 0o077
 
 
 def owner_only(data_root: Path) -> None:
-    """Make everything this process writes owner-only, and fix a data root made before that.
+    """Make everything this process writes owner-only, and shut an older data root away.
 
     The data root holds listening data, keys, tokens and the rollout store, so the process
-    umask drops group and other bits for every writer at once (SQLite, Parquet, MLflow, logs).
-    A data root left group/other-accessible by an older version is walked once and fixed,
-    then its own mode (0700) marks it done, so later loads cost one stat.
+    umask drops group and other bits for every writer at once (SQLite, Parquet, MLflow, logs):
+    a crossfade process is a platform process, and this is its policy (docs/privacy.md says
+    how a shared file system for workers of another user is set up). A data root left open by
+    an older version gets mode 0700, which shuts away everything below it; its contents are
+    not walked, so a data root set by mistake to a folder holding other files (a home
+    directory) only loses group/other access to its top.
     """
     os.umask(OWNER_ONLY_UMASK)
     try:
         mode = data_root.stat().st_mode
     except OSError:
         return  # not made yet: whoever makes it does so under the umask
-    if not mode & OWNER_ONLY_UMASK:
-        return
-    for folder, dirs, files in os.walk(data_root):
-        for name in (*dirs, *files):
-            path = Path(folder) / name
-            try:
-                st = path.lstat()
-                if st.st_mode & OWNER_ONLY_UMASK and not path.is_symlink():
-                    path.chmod(st.st_mode & 0o700)
-            except OSError:
-                continue  # vanished or not ours: the 0700 root still shuts it away
-    data_root.chmod(mode & 0o700)
+    if mode & OWNER_ONLY_UMASK:
+        data_root.chmod(mode & 0o700)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from crossfade import columns as C
-from crossfade.config import Settings, load_settings, owner_only
+from crossfade.config import Settings, load_settings
 from crossfade.safety.erased import ErasedListeners, erased_path, read_erased, record_erased
 from crossfade.safety.erasure import ERASED_MARK, MixedTreeEraser, core_stores
 from crossfade.serving import fallbacks as F
@@ -161,7 +161,7 @@ def _loose(root: Path) -> list[str]:
     ]
 
 
-def test_owner_only_fixes_an_old_data_root_once(tmp_path: Path) -> None:
+def test_owner_only_shuts_an_old_data_root_away_without_walking_it(tmp_path: Path) -> None:
     root = tmp_path / "old"
     (root / "lake").mkdir(parents=True)
     os.chmod(root, 0o755)
@@ -169,12 +169,12 @@ def test_owner_only_fixes_an_old_data_root_once(tmp_path: Path) -> None:
     (root / "rollout.db").write_text("state")
     os.chmod(root / "rollout.db", 0o644)
     settings = load_settings("local", data_root=root)
-    assert _loose(settings.data_root) == []
+    assert stat.S_IMODE(settings.data_root.stat().st_mode) == 0o700  # nothing below is reachable
+    assert stat.S_IMODE((root / "rollout.db").stat().st_mode) == 0o644  # contents not walked
     (root / "late.db").touch()
-    assert _loose(root) == []  # the umask this process now runs under
-    os.chmod(root / "late.db", 0o644)  # written by a tool outside crossfade, inside a 0700 root
-    owner_only(root)
-    assert stat.S_IMODE(root.stat().st_mode) == 0o700  # marked done: no walk again
+    assert (
+        stat.S_IMODE((root / "late.db").stat().st_mode) == 0o600
+    )  # the umask this process runs under
 
 
 @pytest.fixture(autouse=True)
