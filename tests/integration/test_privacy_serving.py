@@ -22,6 +22,7 @@ from tests.integration.test_recommender_service import recommender
 from tests.unit.test_serving_pipeline import body
 
 REFRESH_SECONDS = "0.5"
+POLL_SECONDS = 0.2  # between polls of the recommender while the erasure reaches it
 # The test world's ids are raw: the recommender must not pseudonymize them at its edge.
 ENV = {
     "CROSSFADE_PRIVACY__PSEUDONYMIZE_AT_INGEST": "false",
@@ -71,6 +72,7 @@ def test_an_erased_listener_is_answered_with_the_fallback_within_the_refresh(
         deadline = time.monotonic() + 60 * float(REFRESH_SECONDS)
         answer = _answer(http, victim, listeners[victim])
         while F.LISTENER_ERASED not in answer["fallbacks"] and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)  # a pause between polls, not a wait for the outcome
             answer = _answer(http, victim, listeners[victim])
         assert F.LISTENER_ERASED in answer["fallbacks"], answer["fallbacks"]
         assert F.POPULAR_IN_COHORT in answer["fallbacks"]
