@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,11 +124,13 @@ def print_status(doc: dict[str, Any]) -> None:
     lines.append(f"next      {doc['next']}{windows}")
     lines.append(f"evaluates {_when(doc['next_evaluation_at'])}")
     lines.append(f"controller {_liveness(doc.get('controller'))}")
-    if doc.get("updated_by"):
-        lines.append(
-            f"state     version {doc['state_version']}, last change {doc.get('last_action')} "
-            f"by {doc['updated_by']} {_when(doc.get('updated_at'))}"
-        )
+    change = (
+        f", last change {doc.get('last_action')} by {doc['updated_by']} "
+        f"{_when(doc.get('updated_at'))}"
+        if doc.get("updated_by")
+        else ""
+    )
+    lines.append(f"state     version {doc['state_version']}{change}")
     console.print(Panel("\n".join(lines), title="release status", border_style="cyan"))
     window = doc.get("last_window")
     if window:
@@ -156,7 +159,8 @@ def print_status(doc: dict[str, Any]) -> None:
 def _liveness(beat: dict[str, Any] | None) -> str:
     if not beat:
         return "[yellow]never seen[/yellow] (start it: `crossfade release watch` or `make serve`)"
-    age = f"heartbeat {beat['age_seconds']:.0f} s ago, pid {beat['pid']}"
+    tick = f", ticks every {beat['tick_seconds']:g} s" if beat.get("tick_seconds") else ""
+    age = f"heartbeat {beat['age_seconds']:.0f} s ago, pid {beat['pid']}{tick}"
     if beat["stale"]:
         limit = beat["stale_after_seconds"]
         return f"[red]STALE[/red]: {age} (limit {limit:g} s); rollouts pause until it is back"
@@ -311,13 +315,31 @@ def history(
 
 @release_app.command()
 def watch(
-    interval: Annotated[float, typer.Option("--interval", min=0.1)] = 1.0,
+    interval: Annotated[
+        float | None, typer.Option("--interval", min=0.1, help="seconds between ticks [1]")
+    ] = None,
     once: Annotated[bool, typer.Option("--once", help="one tick, then exit")] = False,
     profile: ProfileOption = None,
 ) -> None:
-    """Run the controller: evaluate each window, advance, pause or roll back by itself."""
+    """Run the controller: evaluate each window, advance, pause or roll back by itself.
+
+    Its heartbeat records `--interval` (the gateway judges it against that) and is written
+    from a separate thread, so a slow tick does not make it look dead."""
     service = _service(profile)
     ctl = service.controller
+    if interval is not None:
+        ctl.tick_seconds = interval
+    interval = ctl.tick_seconds
+    beats = threading.Event()
+    if not once:
+        ctl.beating(beats)
+    try:
+        _watch(ctl, interval, once)
+    finally:
+        beats.set()
+
+
+def _watch(ctl: Any, interval: float, once: bool) -> None:
     last = None
     while True:
         try:

@@ -15,9 +15,10 @@ from deployments.rollout.controller import Controller
 
 
 @flow(name="rollout-guardrails")
-def rollout_tick_flow(profile: str | None = None) -> dict[str, Any]:
-    """Tick the rollout controller once and report what it did."""
-    outcome = Controller(load_settings(profile)).tick()
+def rollout_tick_flow(profile: str | None = None, tick_seconds: float = 1.0) -> dict[str, Any]:
+    """Tick the rollout controller once and report what it did; `tick_seconds` is the
+    schedule's interval (prefect.yaml passes it), which the heartbeat is judged against."""
+    outcome = Controller(load_settings(profile), tick_seconds=tick_seconds).tick()
     state = outcome.state
     result = {"action": outcome.action, "phase": state.phase, "paused": state.paused}
     if outcome.window is not None:

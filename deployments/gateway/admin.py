@@ -31,7 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from crossfade.config import Settings
 from deployments.bodies import Reply, error_reply, invalid_reply
 from deployments.rollout.api import PRECONDITION, ReleaseService, http_status
-from deployments.rollout.auth import AuthError, Principal, authenticate
+from deployments.rollout.auth import ANONYMOUS_ACTOR, AuthError, Principal, authenticate
+from deployments.rollout.auth import WATCHER_ACTOR as WATCHER
 from deployments.rollout.store import ConflictError
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 READS = {"status", "history", "incidents"}
 CHANGES = {"start", "promote", "pause", "resume", "rollback"}
 MAX_HISTORY = 500
-WATCHER = "gateway"  # the actor of the liveness watcher's pauses
 
 
 class _Body(BaseModel):
@@ -152,8 +152,8 @@ class AdminAPI:
             principal = authenticate(self.settings, bearer(authorization))
         except AuthError as exc:
             self.release.refuse(
-                f"anonymous@{client}",
-                actor="anonymous",
+                f"{ANONYMOUS_ACTOR}@{client}",
+                actor=ANONYMOUS_ACTOR,
                 action=action,
                 outcome="unauthenticated",
                 reason=str(exc),

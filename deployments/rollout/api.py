@@ -78,22 +78,21 @@ class ReleaseService:
         reason: str,
         metrics: dict[str, Any] | None = None,
     ) -> None:
-        """Audit one refused request of `client` (rate-limited; never raises)."""
-        try:
-            state = self.store.read_state()
-            where = {"rollout_id": state.rollout_id, "from_phase": state.phase}
-        except Exception:  # the store is down: the refusal stands, its row may still go in
-            where = {"rollout_id": None, "from_phase": None}
+        """Audit one refused request of `client` (rate-limited; never raises). The state is
+        read only for a row the bucket lets through: a suppressed flood costs no store read."""
+
+        def where() -> dict[str, Any]:
+            try:
+                state = self.store.read_state()
+            except Exception:  # the store is down: the refusal stands, its row may still go in
+                return {"rollout_id": None, "from_phase": None, "to_phase": None}
+            phase = state.phase
+            return {"rollout_id": state.rollout_id, "from_phase": phase, "to_phase": phase}
+
         self.refusals.record(
-            client,
-            actor=actor,
-            action=action,
-            outcome=outcome,
-            reason=reason,
+            client, where, actor=actor, action=action, outcome=outcome, reason=reason,
             metrics=metrics,
-            to_phase=where["from_phase"],
-            **where,
-        )
+        )  # fmt: skip
 
     def _guarded(
         self,

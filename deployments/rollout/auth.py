@@ -29,10 +29,19 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "viewer": READ_ACTIONS,
     "release-manager": READ_ACTIONS | WRITE_ACTIONS,
 }
-# Actors the platform itself writes audit rows as; no person (CLI --actor, token) may use them.
+# Actors the platform itself writes audit rows as (the modules that act import their name from
+# here); no person (CLI --actor, token) may use them.
+CONTROLLER_ACTOR = "controller"
+SUPERVISOR_ACTOR = "supervisor"
+WATCHER_ACTOR = "gateway"  # the gateway's liveness watcher
+LIFECYCLE_ACTOR = "lifecycle"  # flows/release.py
+ANONYMOUS_ACTOR = "anonymous"  # a refused request without a known token
 SYSTEM_ACTORS = frozenset(
-    {"controller", "supervisor", "gateway", "scheduler", "lifecycle", "anonymous", "system"}
-)
+    {
+        CONTROLLER_ACTOR, SUPERVISOR_ACTOR, WATCHER_ACTOR, LIFECYCLE_ACTOR, ANONYMOUS_ACTOR,
+        "scheduler", "system",
+    }
+)  # fmt: skip
 
 
 class AuthError(PermissionError):

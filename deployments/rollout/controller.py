@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crossfade.config import Settings
+from deployments.rollout.auth import CONTROLLER_ACTOR
 from deployments.rollout.guardrails import (
     GuardrailsConfig,
     Verdict,
@@ -49,11 +51,11 @@ from deployments.rollout.store import (
 
 log = logging.getLogger(__name__)
 
-CONTROLLER_ACTOR = "controller"
 HEARTBEAT = "controller"  # the heartbeat row the controller writes and the gateway watches
 LIVENESS_PAUSE = "liveness"  # pause_kind of a pause caused by a dead controller
 MODEL_KEYS = ("candidates", "ranker")
 SNAPSHOT_ALIASES = ("champion", "challenger", "previous_champion")
+DEFAULT_TICK_SECONDS = 1.0  # `crossfade release watch`; also assumed for a heartbeat without one
 
 
 class RegistryError(RuntimeError):
@@ -199,8 +201,12 @@ class Controller:
         registry_factory: Callable[[Settings], ModelRegistry] = ModelRegistry,
         notifier: Notifier | None = None,
         clock: Callable[[], float] = time.time,
+        tick_seconds: float = DEFAULT_TICK_SECONDS,
     ) -> None:
+        """`tick_seconds` is the interval this controller promises to tick at (its heartbeat
+        records it, and is judged stale against it)."""
         self.settings = settings
+        self.tick_seconds = tick_seconds
         self.store = store or RolloutStore.from_settings(settings)
         self.config = config or load_guardrails(guardrails_path(settings))
         self.plan = plan_of(self.config)
@@ -376,7 +382,7 @@ class Controller:
         if alive is not None and alive["stale"]:
             raise ControllerDown(
                 f"cannot resume: the controller's last heartbeat is {alive['age_seconds']:.0f} s "
-                f"old (limit {self.config.controller.stale_after_seconds:g} s); start it "
+                f"old (limit {alive['stale_after_seconds']:g} s); start it "
                 "(`crossfade release watch`, or restart `make serve`) and it resumes a rollout "
                 "paused for its absence by itself, with a fresh window"
             )
@@ -497,25 +503,35 @@ class Controller:
             "actions": actions,
             "window": window.to_dict() if window else None,
         }
-        payload = {
-            "event": "rollout_rolled_back",
-            "rollout_id": state.rollout_id,
-            "actor": actor,
-            "reason": reason,
-            **detail,
-        }
-        detail["notified"] = self.notifier.notify(payload)
-        incident = 0
-        try:
-            incident = self.store.add_incident(
-                rollout_id=state.rollout_id, actor=actor, reason=reason, detail=detail
-            )
-        except Exception as exc:
-            log.error("incident write failed for rollback of %s: %s", state.rollout_id, exc)
+        incident = self._incident("rollout_rolled_back", state, actor, reason, detail)
         self._audit(actor, "rollback", state, new, reason, metrics=detail)
         return new, incident
 
+    def _incident(
+        self, event: str, state: RolloutState, actor: str, reason: str, detail: dict[str, Any]
+    ) -> int:
+        """Notify the hooks (their outcomes go into `detail`) and record an incident; returns
+        its id (0 when the store refused it: logged, never raised)."""
+        payload = {
+            "event": event, "rollout_id": state.rollout_id, "actor": actor, "reason": reason,
+            **detail,
+        }  # fmt: skip
+        detail["notified"] = self.notifier.notify(payload)
+        try:
+            return self.store.add_incident(
+                rollout_id=state.rollout_id, actor=actor, reason=reason, detail=detail
+            )
+        except Exception as exc:
+            log.error("incident write failed (%s) for %s: %s", event, state.rollout_id, exc)
+            return 0
+
     # -- liveness --------------------------------------------------------------------------
+    def stale_after(self, beat: dict[str, Any]) -> float:
+        """The age at which heartbeat row `beat` is stale: judged against the tick interval
+        its own controller promised (a 120 s schedule against 120 s, a 1 s loop against 1 s)."""
+        tick = beat.get("tick_seconds") or DEFAULT_TICK_SECONDS
+        return self.config.controller.stale_after(tick)
+
     def liveness(self, now: float | None = None) -> dict[str, Any] | None:
         """The controller's last heartbeat: age, stale or not, pid; None if it never beat."""
         now = self.clock() if now is None else now
@@ -523,11 +539,13 @@ class Controller:
         if beat is None:
             return None
         age = max(0.0, now - beat["at"])
+        limit = self.stale_after(beat)
         return {
             "at": beat["at"],
             "age_seconds": age,
-            "stale": age > self.config.controller.stale_after_seconds,
-            "stale_after_seconds": self.config.controller.stale_after_seconds,
+            "stale": age > limit,
+            "stale_after_seconds": limit,
+            "tick_seconds": beat.get("tick_seconds"),
             "pid": beat["pid"],
             "host": beat["host"],
             "started_at": beat["started_at"],
@@ -565,28 +583,32 @@ class Controller:
             "green_percent": state.green_percent,
             "heartbeat": alive,
         }
-        payload = {
-            "event": "controller_stale",
-            "rollout_id": state.rollout_id,
-            "actor": actor,
-            "reason": reason,
-            **detail,
-        }
-        detail["notified"] = self.notifier.notify(payload)
-        try:
-            self.store.add_incident(
-                rollout_id=state.rollout_id, actor=actor, reason=reason, detail=detail
-            )
-        except Exception as exc:
-            log.error("incident write failed for a stale controller: %s", exc)
+        self._incident("controller_stale", state, actor, reason, detail)
         self._audit(actor, "pause", state, new, reason, metrics=detail)
         return TickOutcome("pause", new, detail=reason)
 
     def beat(self, now: float) -> dict[str, Any] | None:
         """Write this controller's heartbeat; returns the previous one (None if never)."""
         previous = self.store.heartbeat(HEARTBEAT)
-        self.store.beat(HEARTBEAT, now, self.started_at, os.getpid())
+        self.store.beat(HEARTBEAT, now, self.started_at, os.getpid(), self.tick_seconds)
         return previous
+
+    def beating(self, stop: threading.Event) -> threading.Thread:
+        """Start a daemon thread that beats every tick interval until `stop` is set, so a slow
+        tick (MLflow import, webhook) never makes a live controller look dead."""
+
+        def loop() -> None:
+            while not stop.wait(self.tick_seconds):
+                try:
+                    self.store.beat(
+                        HEARTBEAT, self.clock(), self.started_at, os.getpid(), self.tick_seconds
+                    )
+                except Exception as exc:  # the store is down: the next beat retries
+                    log.warning("controller heartbeat failed: %s", exc)
+
+        thread = threading.Thread(target=loop, name="controller-heartbeat", daemon=True)
+        thread.start()
+        return thread
 
     # -- the automatic loop ------------------------------------------------------------------
     def tick(self, now: float | None = None) -> TickOutcome:
@@ -604,7 +626,7 @@ class Controller:
         if phase not in ACTIVE or state.paused or state.window_start is None:
             return TickOutcome("idle" if phase not in ACTIVE else "paused", state)
         gap = now - previous["at"] if previous is not None else 0.0
-        if gap > self.config.controller.stale_after_seconds and state.window_start < now:
+        if previous is not None and gap > self.stale_after(previous) and state.window_start < now:
             return self._discard(
                 state, now, f"the controller was down for {gap:.0f} s during this window"
             )
@@ -705,11 +727,17 @@ class Controller:
         new = self._advance_to(state, target, CONTROLLER_ACTOR, "advance", reason, window)
         return TickOutcome("advance", new, window)
 
-    def run(self, stop: Callable[[], bool], interval: float = 1.0) -> None:
-        """Tick every `interval` seconds until stop() is true (the controller process)."""
-        while not stop():
-            try:
-                self.tick()
-            except Exception as exc:  # keep the loop alive; the next tick retries
-                log.error("controller tick failed: %s", exc)
-            time.sleep(interval)
+    def run(self, stop: Callable[[], bool]) -> None:
+        """Tick every `tick_seconds` until stop() is true (the controller process), beating
+        from a separate thread meanwhile."""
+        beats = threading.Event()
+        self.beating(beats)
+        try:
+            while not stop():
+                try:
+                    self.tick()
+                except Exception as exc:  # keep the loop alive; the next tick retries
+                    log.error("controller tick failed: %s", exc)
+                time.sleep(self.tick_seconds)
+        finally:
+            beats.set()

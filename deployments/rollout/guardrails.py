@@ -151,10 +151,14 @@ class BakePlan(_Strict):
 class ControllerPlan(_Strict):
     """The controller's liveness and what evidence a window must hold to be judged."""
 
-    stale_after_seconds: float = Field(
+    missed_ticks: float = Field(
         gt=0,
-        description="a controller heartbeat older than this is dead: alert, pause the rollout, "
-        "and discard the evidence of a window that spans the gap",
+        description="a controller heartbeat older than missed_ticks x its own tick interval "
+        "(+ stale_margin_seconds) is dead: alert, pause the rollout, and discard the evidence "
+        "of a window that spans the gap",
+    )
+    stale_margin_seconds: float = Field(
+        ge=0, description="added to the limit: store latency, a slow tick, clock skew"
     )
     watch_seconds: float = Field(gt=0, description="how often the gateway checks the heartbeat")
     min_coverage: float = Field(
@@ -164,6 +168,11 @@ class ControllerPlan(_Strict):
         "less is INCONCLUSIVE, never a pass",
     )
     coverage_buckets: int = Field(ge=1, description="a window is cut into this many buckets")
+
+    def stale_after(self, tick_seconds: float) -> float:
+        """Seconds after which the heartbeat of a controller ticking every `tick_seconds`
+        is stale (one rule for the gateway's watch and the controller's gap check)."""
+        return self.missed_ticks * tick_seconds + self.stale_margin_seconds
 
 
 class RefusalAuditPlan(_Strict):

@@ -55,39 +55,59 @@ class RefusalAudit:
         self._buckets: dict[str, _Bucket] = {}
         self._lock = threading.Lock()
 
-    def _bucket(self, client: str, now: float) -> _Bucket:
+    def _bucket(self, client: str, now: float) -> tuple[_Bucket, list[dict[str, Any]]]:
+        """The client's bucket, refilled to `now`, and the summaries an eviction produced
+        (the caller writes them once the lock is released)."""
+        evicted: list[dict[str, Any]] = []
         bucket = self._buckets.get(client)
         if bucket is None:
             if len(self._buckets) >= MAX_CLIENTS:
-                self._evict(now)
+                evicted = self._evict(now)
             bucket = self._buckets[client] = _Bucket(float(self.burst), now)
         bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.at) * self.rate)
         bucket.at = now
-        return bucket
+        return bucket, evicted
 
-    def _evict(self, now: float) -> None:
+    def _evict(self, now: float) -> list[dict[str, Any]]:
         for key, bucket in list(self._buckets.items()):
             if not bucket.suppressed:
                 del self._buckets[key]
-        if len(self._buckets) >= MAX_CLIENTS:  # all of them owe a summary: write them now
-            self._flush_locked(now, force=True)
-            self._buckets.clear()
+        if len(self._buckets) < MAX_CLIENTS:
+            return []
+        summaries = self._flush_locked(now, force=True)  # all of them owe a summary
+        self._buckets.clear()
+        return summaries
 
-    def record(self, client: str, **row: Any) -> bool:
-        """Audit one refusal of `client` (row: actor, action, outcome, reason, rollout_id,
-        from_phase, to_phase); False when it was only counted (the summary comes later)."""
+    def record(
+        self,
+        client: str,
+        where: Callable[[], dict[str, Any]] | None = None,
+        **row: Any,
+    ) -> bool:
+        """Audit one refusal of `client` (row: actor, action, outcome, reason, and rollout_id,
+        from_phase, to_phase or a `where()` that returns them, called only when the row is
+        written); False when it was only counted (the summary comes later)."""
         now = self.clock()
+        summary: dict[str, Any] | None = None
         with self._lock:
-            bucket = self._bucket(client, now)
-            if bucket.tokens < 1:
+            bucket, evicted = self._bucket(client, now)
+            written = bucket.tokens >= 1
+            if written:
+                bucket.tokens -= 1
+                summary = self._take_summary(client, bucket)
+            else:
                 bucket.suppressed += 1
                 bucket.first = bucket.first if bucket.first is not None else now
                 bucket.last = now
                 bucket.actions[f"{row.get('action')} {row.get('outcome')}"] += 1
-                bucket.context = {k: row.get(k) for k in ("rollout_id", "from_phase")}
-                return False
-            bucket.tokens -= 1
-            summary = self._take_summary(client, bucket)
+        for evicted_summary in evicted:
+            self._write(evicted_summary)
+        if not written:
+            return False
+        if where is not None:
+            row.update(where())
+        with self._lock:  # a later summary names the rollout of the last row written
+            bucket.context = {k: row.get(k) for k in ("rollout_id", "from_phase")}
         if summary is not None:
             self._write(summary)
         self._write(row)
@@ -114,7 +134,7 @@ class RefusalAudit:
     def _flush_locked(self, now: float, force: bool) -> list[dict[str, Any]]:
         out = []
         for client in list(self._buckets):
-            bucket = self._bucket(client, now)
+            bucket, _ = self._bucket(client, now)  # existing clients: never an eviction
             if not bucket.suppressed or (bucket.tokens < 1 and not force):
                 continue
             bucket.tokens = max(0.0, bucket.tokens - 1)

@@ -109,6 +109,8 @@ heartbeat_table = Table(
     Column("started_at", Float, nullable=False),
     Column("pid", Integer, nullable=True),
     Column("host", String(128), nullable=True),
+    # the tick interval the controller promised; its heartbeat is judged against this
+    Column("tick_seconds", Float, nullable=True),
 )
 
 OBSERVATION_COLUMNS = tuple(c.name for c in observation_table.columns if c.name != "id")
@@ -264,6 +266,7 @@ def engine_for(url: str) -> Engine:
         for attempt in range(3):
             try:
                 metadata.create_all(engine, checkfirst=True)
+                _add_missing_columns(engine)
                 break
             except (IntegrityError, ProgrammingError, OperationalError):
                 # Two processes creating the same tables at once: the loser retries.
@@ -272,6 +275,16 @@ def engine_for(url: str) -> Engine:
                 time.sleep(0.2)
         _engines[url] = engine
         return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """Add the heartbeat's tick_seconds to a store created before it existed (NULL = unknown)."""
+    from sqlalchemy import inspect, text
+
+    columns = {c["name"] for c in inspect(engine).get_columns(heartbeat_table.name)}
+    if "tick_seconds" not in columns:
+        with engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {heartbeat_table.name} ADD COLUMN tick_seconds FLOAT"))
 
 
 def conflict(expected_version: int, current: RolloutState) -> ConflictError:
@@ -361,9 +374,20 @@ class RolloutStore:
         return conflict(expected_version, self.read_state())
 
     # -- controller liveness ---------------------------------------------------------------
-    def beat(self, name: str, at: float, started_at: float, pid: int | None = None) -> None:
-        """Record that `name` (the controller) is alive at `at` (an upsert of one row)."""
-        values = {"at": at, "started_at": started_at, "pid": pid, "host": _host()}
+    def beat(
+        self,
+        name: str,
+        at: float,
+        started_at: float,
+        pid: int | None = None,
+        tick_seconds: float | None = None,
+    ) -> None:
+        """Record that `name` (the controller, ticking every `tick_seconds`) is alive at `at`
+        (an upsert of one row)."""
+        values = {
+            "at": at, "started_at": started_at, "pid": pid, "host": _host(),
+            "tick_seconds": tick_seconds,
+        }  # fmt: skip
         where = update(heartbeat_table).where(heartbeat_table.c.name == name).values(**values)
         with self.engine.begin() as conn:
             if conn.execute(where).rowcount == 1:
@@ -376,7 +400,8 @@ class RolloutStore:
                 conn.execute(where)
 
     def heartbeat(self, name: str) -> dict[str, Any] | None:
-        """The last heartbeat of `name` ({at, started_at, pid, host}), None if never seen."""
+        """The last heartbeat of `name` ({at, started_at, pid, host, tick_seconds}), None if
+        never seen."""
         query = select(heartbeat_table).where(heartbeat_table.c.name == name)
         with self.engine.connect() as conn:
             row = conn.execute(query).mappings().first()

@@ -21,7 +21,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,8 @@ from crossfade.config import ENV_PREFIX, Settings
 from deployments.process import REPO_ROOT
 from deployments.rollout.auth import issue_token
 from deployments.rollout.store import RolloutStore, rollout_dir
-from deployments.serve import Stack, settings_env, start_stack
+from deployments.serve import Stack, settings_env
+from tests.drills.conftest import drill_settings
 from tests.drills.test_rollout_drills import _green_serves, drill_guardrails
 from tests.fixtures.stack import (
     RM,
@@ -40,8 +40,6 @@ from tests.fixtures.stack import (
     Traffic,
     eventually,
     register_challenger,
-    stack_settings,
-    trained_world,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -54,26 +52,13 @@ CONFLICT_EXIT = 3
 def race_guardrails(config: dict[str, Any]) -> dict[str, Any]:
     """The rollout drills' guardrails with a quick liveness watch."""
     config = drill_guardrails(config)
-    config["controller"].update(stale_after_seconds=STALE_S, watch_seconds=0.5)
+    config["controller"].update(missed_ticks=STALE_S, stale_margin_seconds=0, watch_seconds=0.5)
     return config
 
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Settings:
-    trained = trained_world(tmp_path_factory)
-    return stack_settings(
-        trained,
-        tmp_path_factory.mktemp("races"),
-        guardrails=race_guardrails,
-        serving={"budgets_ms": {s: 1000.0 for s in trained.serving.budgets_ms}},
-        gateway={"slot_timeout_ms": 2500, "last_resort_timeout_ms": 2500},
-    )
-
-
-@pytest.fixture(scope="module")
-def stack(settings: Settings) -> Iterator[Stack]:
-    with start_stack(settings, controller=True) as running:
-        yield running
+    return drill_settings(tmp_path_factory, "races", race_guardrails)
 
 
 @pytest.fixture(scope="module")

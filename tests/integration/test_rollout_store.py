@@ -76,7 +76,9 @@ def small_config(settings: Settings, **changes: object) -> GuardrailsConfig:
     """The shipped guardrails with a test window and one grace window; these tests tick once
     per window, so the controller counts as alive across a few windows between ticks."""
     cfg = load_guardrails(guardrails_path(settings))
-    alive = cfg.controller.model_copy(update={"stale_after_seconds": 5 * WINDOW})
+    alive = cfg.controller.model_copy(
+        update={"missed_ticks": 5 * WINDOW, "stale_margin_seconds": 0.0}
+    )
     update = {
         "window_seconds": WINDOW,
         "inconclusive_grace_windows": 1,

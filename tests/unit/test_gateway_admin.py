@@ -159,7 +159,7 @@ def test_the_gateway_watch_pauses_a_rollout_whose_controller_is_dead(admin: Admi
     state = store.compare_and_set(
         0, store.read_state().evolve(phase="SHADOW", window_start=time.time()), actor="alice"
     )
-    limit = admin.release.controller.config.controller.stale_after_seconds
+    limit = admin.release.controller.config.controller.stale_after(1.0)
     store.beat("controller", time.time() - 2 * limit, time.time() - 3 * limit, 4242)
     status = json.loads(call(admin, "status", token=VIEWER).body)
     assert status["controller"]["stale"] is True and status["controller"]["pid"] == 4242

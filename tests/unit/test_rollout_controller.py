@@ -40,7 +40,9 @@ def config(settings: Settings, stale: float = STALE) -> GuardrailsConfig:
         update={
             "window_seconds": WINDOW,
             "inconclusive_grace_windows": 1,
-            "controller": cfg.controller.model_copy(update={"stale_after_seconds": stale}),
+            "controller": cfg.controller.model_copy(
+                update={"missed_ticks": stale, "stale_margin_seconds": 0.0}  # 1 s ticks
+            ),
         }
     )
 
