@@ -109,6 +109,15 @@ def file_fingerprint(fmt: str, path: Path) -> str:
     return f"{fmt}-" + digest.hexdigest()[:24]
 
 
+def _key_event_ids(settings: Settings, batch_dir: Path) -> None:
+    """Key an imported batch's event ids under the pseudonym key (they hash raw listener ids)."""
+    from crossfade.data.importers.staging import key_event_ids
+    from crossfade.safety.privacy import key_id, pseudonym_key
+
+    key = pseudonym_key(settings)
+    key_event_ids(batch_dir, key, key_id(key))
+
+
 def _tag_batch(batch_dir: Path, fingerprint: str) -> None:
     info = lake.read_batch_info(batch_dir)
     info.details["fingerprint"] = fingerprint
@@ -282,6 +291,7 @@ def ingest_flow(
         from crossfade.safety.privacy import pseudonymize_staged
 
         pseudonymize_staged(settings, batch_dir)
+        _key_event_ids(settings, batch_dir)
 
     dups = drop_duplicates(settings, batch_dir)
     counts, _ = lake.staged_row_counts(batch_dir)

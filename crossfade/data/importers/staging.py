@@ -13,6 +13,7 @@ import leaves nothing behind and a reader never sees half a batch.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -332,6 +333,64 @@ class BatchBuilder:
             "events": self.events - self.duplicates,
         }
         return counts, _day(min(self.day_counts)), _day(max(self.day_counts))
+
+
+EVENT_ID_KEY_DETAIL = "event_id_key_id"  # batch.json: the key id the event ids are keyed with
+_EVENT_ID_CONTEXT = b"crossfade-event-id:"  # keeps this key apart from the pseudonym HMACs
+
+
+def keyed_event_hashes(hashes: list[str], key: bytes) -> list[str]:
+    """Content hashes re-hashed under `key` (keyed BLAKE2b, same length, deterministic).
+
+    Equal hashes stay equal, so repeats and re-sends still dedupe; without the key, guessing a
+    listener's raw id no longer rebuilds the id of their events.
+    """
+    secret = hashlib.sha256(_EVENT_ID_CONTEXT + key).digest()
+    size = K.EVENT_HASH_BYTES
+    return [
+        hashlib.blake2b(h.encode("ascii"), key=secret, digest_size=size).hexdigest() for h in hashes
+    ]
+
+
+def key_event_ids(batch_dir: Path, key: bytes, key_id: str) -> int:
+    """Re-key the content-hash event ids of an imported staged batch under `key`, in place.
+
+    Staged ids hash the raw listener id, so they must not reach a pseudonymous lake as they
+    are. Runs once per batch (the key id is recorded in batch.json; another key is refused);
+    simulated batches (no import format) are left alone. Returns the rows re-keyed.
+    """
+    info = lake.read_batch_info(batch_dir)
+    prefix = info.details.get("id_prefix")
+    if info.details.get("format") is None or prefix is None:
+        return 0
+    done = info.details.get(EVENT_ID_KEY_DETAIL)
+    if done == key_id:
+        return 0
+    if done is not None:
+        raise ImportFormatError(
+            f"batch {info.batch_id}: its event ids are keyed under key id {done}, not "
+            f"{key_id}; stage the dataset again under the configured key"
+        )
+    head = str(prefix) + K.EVENT_KEY
+    rows = 0
+    for part in lake.table_files(batch_dir, "events"):
+        try:
+            table = pq.read_table(part)
+        except (OSError, pa.ArrowException):
+            continue  # unreadable: validation names it and the batch goes to quarantine
+        ids = table[C.EVENT_ID].to_pylist()
+        ours = [i is not None and i.startswith(head) for i in ids]
+        keyed = iter(
+            keyed_event_hashes([i[len(head) :] for i, o in zip(ids, ours, strict=True) if o], key)
+        )
+        new = [head + next(keyed) if o else i for i, o in zip(ids, ours, strict=True)]
+        index = table.column_names.index(C.EVENT_ID)
+        table = table.set_column(index, table.schema.field(index), pa.array(new, pa.string()))
+        lake.atomic_write_parquet(table, part)
+        rows += table.num_rows
+    info.details[EVENT_ID_KEY_DETAIL] = key_id
+    lake.update_batch_info(batch_dir, info)
+    return rows
 
 
 def _rmdir_if_empty(path: Path) -> None:
