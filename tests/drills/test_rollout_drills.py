@@ -30,8 +30,9 @@ import psutil
 import pytest
 
 from crossfade.config import Settings
-from deployments.serve import Stack, start_stack
+from deployments.serve import Stack
 from model_registry.ranker import MODEL_NAME as RANKER
+from tests.drills.conftest import drill_settings
 from tests.fixtures.stack import (
     RM,
     SLOT_ADMIN,
@@ -40,8 +41,6 @@ from tests.fixtures.stack import (
     eventually,
     recommend_body,
     register_challenger,
-    stack_settings,
-    trained_world,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -77,24 +76,9 @@ def drill_guardrails(config: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Settings:
     """The drill stack's settings: fault injection on, short windows, generous stage budgets."""
-    trained = trained_world(tmp_path_factory)
-    return stack_settings(
-        trained,
-        tmp_path_factory.mktemp("drills"),
-        guardrails=drill_guardrails,
-        serving={
-            "allow_fault_injection": True,
-            # Stage budgets sized so a loaded machine does not turn every answer into a fallback.
-            "budgets_ms": {s: 1000.0 for s in trained.serving.budgets_ms},
-        },
-        gateway={"slot_timeout_ms": 2500, "last_resort_timeout_ms": 2500},
+    return drill_settings(
+        tmp_path_factory, "drills", drill_guardrails, serving={"allow_fault_injection": True}
     )
-
-
-@pytest.fixture(scope="module")
-def stack(settings: Settings) -> Iterator[Stack]:
-    with start_stack(settings, controller=True) as running:
-        yield running
 
 
 @pytest.fixture

@@ -39,14 +39,13 @@ import pytest
 from crossfade.config import ENV_PREFIX, Settings
 from deployments.process import HOST, REPO_ROOT, free_port, running, tagged
 from deployments.serve import PortInUseError, Ports, manifest_path, settings_env
+from tests.drills.conftest import drill_settings
 from tests.fixtures.stack import (
     RM,
     VIEWER,
     eventually,
     recommend_body,
     register_challenger,
-    stack_settings,
-    trained_world,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -66,7 +65,6 @@ def long_windows(config: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> Settings:
     """Settings of the drill stack: fixed ports (as `make serve` has them), long windows."""
-    trained = trained_world(tmp_path_factory)
     ports = {"port": 0, "blue_port": 0, "green_port": 0, "shadow_port": 0}
     taken: set[int] = set()
     for key in ports:
@@ -74,11 +72,12 @@ def settings(tmp_path_factory: pytest.TempPathFactory, prefect_server: None) -> 
             pass
         ports[key] = port
         taken.add(port)
-    return stack_settings(
-        trained,
-        tmp_path_factory.mktemp("supervision"),
-        guardrails=long_windows,
-        gateway={**ports, "slot_timeout_ms": 2500, "last_resort_timeout_ms": 5000},
+    return drill_settings(
+        tmp_path_factory,
+        "supervision",
+        long_windows,
+        loaded_budgets=False,
+        gateway={**ports, "last_resort_timeout_ms": 5000},
     )
 
 
