@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from deployments.process import ServiceProcess, end_processes, port_holder, wait_port_free
+from deployments.rollout.auth import SUPERVISOR_ACTOR
 from deployments.rollout.machine import ACTIVE, Phase
 from deployments.rollout.store import RolloutStore
 from deployments.serve import (
@@ -46,7 +47,6 @@ from deployments.serve import (
     supervisor_log_path,
 )
 
-SUPERVISOR_ACTOR = "supervisor"
 PROBE_TIMEOUT_S = 2.0
 PORT_RELEASE_S = 10.0  # a killed process's port is free again well within this
 
