@@ -47,7 +47,7 @@ def test_ml100k_extras_join_back_onto_the_staged_events(tmp_path: Path) -> None:
     raw = pd.read_csv(ML100K / "ml-100k.inter", sep="\t")
     columns = (raw["user_id:token"], raw["item_id:token"], raw["rating:float"])
     expected = {
-        (f"ml100k-u{u}", f"ml100k-i{i}"): float(r) for u, i, r in zip(*columns, strict=True)
+        (f"recbole-u{u}", f"recbole-i{i}"): float(r) for u, i, r in zip(*columns, strict=True)
     }
     got = extras.event_ratings(events[C.EVENT_ID])
     assert not np.isnan(got).any()
@@ -55,13 +55,13 @@ def test_ml100k_extras_join_back_onto_the_staged_events(tmp_path: Path) -> None:
     assert all(expected[(u, i)] == r for u, i, r in pairs)
     users = extras.users
     fields = (C.AGE_BUCKET, C.GENDER, C.OCCUPATION)
-    assert [users.at["ml100k-u1", f] for f in fields] == ["18-24", "M", "technician"]
+    assert [users.at["recbole-u1", f] for f in fields] == ["18-24", "M", "technician"]
     assert set(users[C.GENDER]) == {"F", "M"} and users[C.OCCUPATION].nunique() == 21
-    assert "animation" in str(extras.items.at["ml100k-i1", C.TAGS]).split()
+    assert "animation" in str(extras.items.at["recbole-i1", C.TAGS]).split()
     # other prefixes and malformed ids have no rating
     first = events[C.EVENT_ID].iloc[0]
-    digest = first.removeprefix("ml100k-e")
-    other = extras.event_ratings(pd.Series([first, f"x-e{digest}", "ml100k-eX"]))
+    digest = first.removeprefix("recbole-e")
+    other = extras.event_ratings(pd.Series([first, f"x-e{digest}", "recbole-eX"]))
     key = (events[C.USER_ID].iloc[0], events[C.ITEM_ID].iloc[0])
     assert other[0] == expected[key] and np.isnan(other[1:]).all()
 

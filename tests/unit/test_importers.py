@@ -131,11 +131,11 @@ def test_recbole_imports_ml100k_from_the_wheel(ml100k_batch: Path) -> None:
 def test_ml100k_mapping_rules(ml100k_batch: Path) -> None:
     events = read(ml100k_batch, "events")
     raw = pd.read_csv(ML100K / "ml-100k.inter", sep="\t")
-    assert events[C.EVENT_ID].str.fullmatch(r"ml100k-e[0-9a-f]{32}").all()
+    assert events[C.EVENT_ID].str.fullmatch(r"recbole-e[0-9a-f]{32}").all()
     E = row_ids("recbole", ML100K / "ml-100k.inter")
     row = events.set_index(C.EVENT_ID).loc[E[0]]
-    assert row[C.USER_ID] == f"ml100k-u{raw.iloc[0]['user_id:token']}"
-    assert row[C.ITEM_ID] == f"ml100k-i{raw.iloc[0]['item_id:token']}"
+    assert row[C.USER_ID] == f"recbole-u{raw.iloc[0]['user_id:token']}"
+    assert row[C.ITEM_ID] == f"recbole-i{raw.iloc[0]['item_id:token']}"
     low = raw["rating:float"].le(2).sum()
     assert events[C.SKIPPED].sum() == low
     assert events[C.SAVED].sum() == raw["rating:float"].eq(5).sum()
@@ -143,13 +143,13 @@ def test_ml100k_mapping_rules(ml100k_batch: Path) -> None:
     assert set(events.loc[events[C.SKIPPED], C.REASON_END]) == {"fwdbtn"}
     assert set(events.loc[~events[C.SKIPPED], C.REASON_END]) == {"trackdone"}
     items = read(ml100k_batch, "items").set_index(C.ITEM_ID)
-    assert items.loc["ml100k-i1", C.TITLE] == "Toy Story"
-    assert items.loc["ml100k-i1", C.RELEASE_DATE] == date(1995, 1, 1)
-    assert "animation" in items.loc["ml100k-i1", C.TAGS].split()
+    assert items.loc["recbole-i1", C.TITLE] == "Toy Story"
+    assert items.loc["recbole-i1", C.RELEASE_DATE] == date(1995, 1, 1)
+    assert "animation" in items.loc["recbole-i1", C.TAGS].split()
     assert set(items[C.GENRE]) <= {"pop", "country", "unknown"}
     assert (items[C.GENRE] == "pop").any()  # Musicals
     users = read(ml100k_batch, "users").set_index(C.USER_ID)
-    assert users.loc["ml100k-u1", C.AGE_BUCKET] == "18-24"  # age 24 in ml-100k.user
+    assert users.loc["recbole-u1", C.AGE_BUCKET] == "18-24"  # age 24 in ml-100k.user
     assert set(users[C.COUNTRY]) == {D.UNKNOWN_COUNTRY}
     artists = read(ml100k_batch, "artists")
     assert len(artists) == 1_682  # one placeholder artist per movie
@@ -229,10 +229,10 @@ def test_movielens_ratings_csv(tmp_path: Path) -> None:
     assert events.loc[E[3], C.SKIPPED]  # 0.5
     assert not events.loc[E[1], C.SKIPPED]  # 2.5
     items = read(batch, "items").set_index(C.ITEM_ID)
-    assert items.loc["mllatestsmall-i2", C.GENRE] == "pop"
-    assert items.loc["mllatestsmall-i2", C.RELEASE_DATE] == date(1952, 1, 1)
-    assert items.loc["mllatestsmall-i3", C.TITLE] == "Heat, the Remake (2001)"
-    assert items.loc["mllatestsmall-i3", C.TAGS] is None
+    assert items.loc["mllatest-i2", C.GENRE] == "pop"
+    assert items.loc["mllatest-i2", C.RELEASE_DATE] == date(1952, 1, 1)
+    assert items.loc["mllatest-i3", C.TITLE] == "Heat, the Remake (2001)"
+    assert items.loc["mllatest-i3", C.TAGS] is None
 
 
 def test_movielens_ratings_csv_default_prefix(tmp_path: Path) -> None:
@@ -547,7 +547,7 @@ def test_import_format_error_is_a_value_error_and_formats_are_listed() -> None:
 
 def test_batch_json_round_trips(ml100k_batch: Path) -> None:
     data = json.loads((ml100k_batch / lake.BATCH_FILE).read_text())
-    assert data["details"]["id_prefix"] == "ml100k"
+    assert data["details"]["id_prefix"] == "recbole"
     assert data["details"]["format"] == "recbole"
 
 

@@ -83,12 +83,6 @@ def _layout_of(path: Path) -> tuple[Layout, Path]:
     )
 
 
-def _prefix(folder: Path, layout: Layout) -> str:
-    """The folder name of a GroupLens release ("ml-1m" -> "ml1m"), else the variant default."""
-    name = folder.name.lower()
-    return K.slug(name) if name.startswith("ml-") else layout.variant
-
-
 def _bad_side_file(path: Path, line: int, expected: str) -> ImportFormatError:
     return ImportFormatError(
         f"{path}: line {line} is not {expected}; fix the line or remove the file to import "
@@ -253,7 +247,7 @@ def open_source(path: Path, *, chunk_rows: int, id_prefix: str | None = None) ->
         "rating <= 2 is a skip, rating >= 5 a save",
     ]
     return Source(
-        prefix=id_prefix or _prefix(ratings.parent, layout),
+        prefix=id_prefix or layout.variant,  # the release's layout, never the folder name
         files=[ratings, *side],
         chunks=chunks(),
         users=users,

@@ -149,7 +149,7 @@ def open_source(path: Path, *, chunk_rows: int, id_prefix: str | None = None) ->
         "one placeholder artist ('unknown artist') per item",
     ]
     return Source(
-        prefix=id_prefix or K.slug(stem) or NAME,
+        prefix=id_prefix or NAME,  # the format, never the file name: re-sends dedupe
         files=[inter, *side],
         chunks=chunks(),
         users=users,
