@@ -160,13 +160,6 @@ def annotate(spec: Contract, data: pa.Table, refs: ReferenceIndex) -> pa.Table:
             values = pa.nulls(data.num_rows, lookup_type)
         data = data.append_column(rule.derived, values)
     for column in spec.id_columns:
-        ok = valid_ids(data[column]) if usable(column) else pa.nulls(data.num_rows, pa.bool_())
+        ok = D.valid_ids(data[column]) if usable(column) else pa.nulls(data.num_rows, pa.bool_())
         data = data.append_column(id_flag(column), ok)
     return data
-
-
-def valid_ids(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
-    """Whether each id follows the rule serving accepts (null stays null: not_null judges it)."""
-    length = pc.binary_length(values)  # bytes >= characters: the regex bounds the alphabet
-    short = pc.less_equal(length, D.ID_MAX_LENGTH)
-    return pc.and_(short, pc.match_substring_regex(values, D.ID_PATTERN))

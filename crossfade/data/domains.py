@@ -6,6 +6,9 @@ them produces is always one the others accept.
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 TIERS = ("premium", "ad_supported")
 UNKNOWN = "unknown"
 # Imported data may not know a listener's age: "unknown" is treated like a minor wherever
@@ -79,3 +82,13 @@ ID_MAX_LENGTH = 128
 ID_CHARACTERS = "A-Za-z0-9._:@-"
 ID_PATTERN = rf"^[{ID_CHARACTERS}]+$"
 ID_RULE = f"1..{ID_MAX_LENGTH} characters of {ID_CHARACTERS}"
+
+
+def valid_ids(values: pa.Array | pa.ChunkedArray) -> pa.ChunkedArray | pa.Array:
+    """Whether each id follows the rule serving accepts (null stays null: not_null judges it).
+
+    The one Arrow form of the id rule: the importers and validation both call it.
+    """
+    length = pc.binary_length(values)  # bytes >= characters: the regex bounds the alphabet
+    short = pc.less_equal(length, ID_MAX_LENGTH)
+    return pc.and_(short, pc.match_substring_regex(values, ID_PATTERN))

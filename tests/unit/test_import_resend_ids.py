@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from crossfade import columns as C
+from crossfade.data import domains as D
 from crossfade.data import lake
-from crossfade.data.importers import FORMATS, import_path
+from crossfade.data.importers import FORMATS, ImportFormatError, import_path
 from tests.fixtures.importer_samples import interactions_frame, write_lastfm, write_udata
 
 
@@ -62,3 +63,14 @@ def test_a_renamed_resend_gets_the_same_ids(fmt: str, tmp_path: Path) -> None:
     for table, column in (("events", C.EVENT_ID), ("users", C.USER_ID), ("items", C.ITEM_ID)):
         ids = [set(lake.read_batch_table(b, table)[column].to_pylist()) for b in batches]
         assert ids[0] and ids[0] == ids[1], (fmt, table)
+
+
+def test_an_id_too_long_once_prefixed_is_refused_at_import(tmp_path: Path) -> None:
+    frame = interactions_frame()
+    long_id = "t" * (D.ID_MAX_LENGTH - 4)  # passes the raw rule, not as "interactions-i..."
+    frame.loc[2, "item_id"] = long_id
+    path = tmp_path / "plays.csv"
+    frame.to_csv(path, index=False)
+    with pytest.raises(ImportFormatError, match=r"data row 3 has a item id .* at most 114"):
+        import_path("interactions", path, tmp_path / "staging")
+    assert not (tmp_path / "staging").exists()

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 
 from crossfade.data import domains as D
 from crossfade.data.contracts import CONTRACTS
+from crossfade.data.domains import valid_ids
 from crossfade.data.importers import ImportFormatError, check_input, count_rows, import_path
 from crossfade.serving.api import FeedbackRequest
-from validation.cross_table import valid_ids
 
 
 def _served(value: str) -> bool:

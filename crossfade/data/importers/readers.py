@@ -372,11 +372,7 @@ def id_column(
     if not served:
         return pd.Series(values.to_pandas(), dtype=object)
     # Checked on the raw id, before listener ids are pseudonymized (a pseudonym would hide it).
-    ok = pc.and_(
-        pc.less_equal(pc.binary_length(values), D.ID_MAX_LENGTH),
-        pc.match_substring_regex(values, D.ID_PATTERN),
-    )
-    bad = _first_true(pc.invert(ok))
+    bad = _first_true(pc.invert(D.valid_ids(values)))
     if bad is not None:
         value = str(values[bad].as_py())
         shown = repr(value[:40]) + (f"... ({len(value):,} characters)" if len(value) > 40 else "")

@@ -93,6 +93,7 @@ class BatchBuilder:
         chunk = chunk.iloc[order].reset_index(drop=True)
         users = pa.array(chunk[K.USER], pa.string())
         items = pa.array(chunk[K.ITEM], pa.string())
+        self._check_stored_ids(chunk, users, items)
         self._remember_ids(chunk, users, items)
         table = self._events(chunk, users, items).append_column(
             ROW_COLUMN, pa.array(chunk[ROW_COLUMN].to_numpy(), pa.int64())
@@ -107,6 +108,25 @@ class BatchBuilder:
         self.spills.append(spill)
         self.events += len(chunk)
         self.chunks += 1
+
+    def _check_stored_ids(self, chunk: pd.DataFrame, users: pa.Array, items: pa.Array) -> None:
+        """The ids as stored (prefix + key + raw id) must follow the serving id rule too: a
+        raw id near the length limit passes the reader but not once prefixed."""
+        for what, key, raw in (("user id", K.USER_KEY, users), ("item id", K.ITEM_KEY, items)):
+            ok = np.asarray(D.valid_ids(pc.binary_join_element_wise(self.prefix + key, raw, "")))
+            if ok.all():
+                continue
+            at = int(np.flatnonzero(~ok)[0])
+            value = str(raw[at].as_py())
+            limit = D.ID_MAX_LENGTH - len(self.prefix) - len(key)
+            files = ", ".join(str(f) for f in self.source.files)
+            raise ImportFormatError(
+                f"{files}: data row {int(chunk[K.ROW].iloc[at]) + 1} has a {what} of "
+                f"{len(value):,} characters ({value[:40]!r}...); stored as "
+                f"{self.prefix}{key}<id> it would exceed {D.ID_MAX_LENGTH} characters: source "
+                f"ids may be at most {limit} characters here; shorten the id or pass a shorter "
+                "id_prefix"
+            )
 
     @staticmethod
     def _first_seen(seen: pa.Table | None, keys: pa.Array, ts: pa.Array) -> pa.Table:
