@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from crossfade import columns as C
 from crossfade.config import Settings
 from crossfade.data import lake
+from crossfade.data.importers.readers import detect_encoding
 from crossfade.safety import paths
 
 LISTENER_ID = "listener_id"  # serving logs and exposure logs name the listener this way
@@ -199,10 +200,15 @@ class FileTreeEraser:
 
 
 def _decode(data: bytes) -> tuple[str, str] | None:
-    """Text and codec of a file, or None for binary (NUL bytes in UTF-8, undecodable)."""
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+    """Text and codec of a file, or None for binary (NUL bytes in UTF-8, undecodable).
+
+    Encodings are recognised exactly as the importers recognise them (`detect_encoding`), so
+    every file they quarantine as UTF-16 or UTF-32 text is read here as text.
+    """
+    found = detect_encoding(data[:65_536])
+    if found is not None:
         try:
-            return data.decode("utf-16"), "utf-16"
+            return data.decode(found[1]), found[1]
         except UnicodeDecodeError:
             return None
     if b"\x00" in data[:65_536]:
@@ -331,7 +337,13 @@ class MixedTreeEraser:
         if decoded is None:
             hits = byte_hits(data, ids)
             note = f"binary file: cannot be rewritten; delete {path} (or its batch folder)"
-            return Finding(self.name, str(path), hits, False, note) if hits else None
+            if hits:
+                return Finding(self.name, str(path), hits, False, note)
+            if self.raw and any(len(i) < MIN_SUBSTRING_ID for i in ids):
+                # short ids ("196") match noise in bytes: absence cannot be shown, so say so
+                note = f"binary file: cannot be scanned for short ids; delete {path}"
+                return Finding(self.name, str(path), 0, False, note)
+            return None
         text, codec = decoded
         if suffix == ".json":
             try:
