@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from crossfade import columns as C
 from crossfade.config import Settings
 from crossfade.data import lake
-from crossfade.data.importers.readers import detect_encoding
+from crossfade.data.importers.readers import detect_encoding, looks_like_header
 from crossfade.safety import paths
 
 LISTENER_ID = "listener_id"  # serving logs and exposure logs name the listener this way
@@ -244,7 +244,7 @@ def delimited_lines(text: str, ids: frozenset[str], first_column: bool) -> tuple
     fields = _split(first, delimiter) if delimiter else [first]
     names = [f.strip().strip('"').lower() for f in fields]
     column = next((i for i, n in enumerate(names) if n in RAW_USER_COLUMNS), None)
-    header = column is not None or not any(ch.isdigit() for ch in first)
+    header = column is not None or looks_like_header(first)
     if column is None:
         if header or not first_column:
             return lines, 0

@@ -54,6 +54,12 @@ _BOMS = (
 )
 
 
+def looks_like_header(line: str) -> bool:
+    """Whether the first line of an unknown delimited file is a header: it holds no digit
+    (data rows carry ids and times). Row counts and erasure both decide with this."""
+    return not any(ch.isdigit() for ch in line)
+
+
 def detect_encoding(sample: bytes) -> tuple[str, str] | None:
     """(description, Python codec) of a text encoding other than plain UTF-8, if recognised.
 
@@ -223,7 +229,7 @@ def _count_lines(path: Path) -> tuple[int, str]:
         return _count_plain_lines(path, codec, found)
     finally:
         csv.field_size_limit(limit)
-    header = first is not None and not any(ch.isdigit() for ch in first)
+    header = first is not None and looks_like_header(first)
     rows = lines - (1 if header else 0)
     unit = "CSV records" if quoted else "non-empty lines"
     how = f"{unit} of {path.name}" + (" less its header" if header else "")
@@ -233,7 +239,7 @@ def _count_lines(path: Path) -> tuple[int, str]:
 def _count_plain_lines(path: Path, codec: str, found: tuple[str, str] | None) -> tuple[int, str]:
     with path.open("r", encoding=codec, errors="replace") as text:
         lines = [line for line in text if line.strip()]
-    header = bool(lines) and not any(ch.isdigit() for ch in lines[0])
+    header = bool(lines) and looks_like_header(lines[0])
     how = f"non-empty lines of {path.name}" + (" less its header" if header else "")
     return len(lines) - (1 if header else 0), how + (f" ({found[0]})" if found else "")
 
