@@ -109,6 +109,23 @@ def file_fingerprint(fmt: str, path: Path) -> str:
     return f"{fmt}-" + digest.hexdigest()[:24]
 
 
+def _warn_old_lake(settings: Settings) -> list[str]:
+    """One warning line when the lake holds imports whose event ids new imports cannot match."""
+    from crossfade.data.importers import FORMATS
+
+    keyed = settings.privacy.pseudonymize_at_ingest
+    expected = lake.KEYED_CONTENT_IDS if keyed else lake.CONTENT_IDS
+    old = lake.old_style_imports(settings.lake_dir, FORMATS, expected)
+    if old:
+        log.warning(
+            f"the lake holds {len(old)} imported batch(es) with old-style event ids "
+            f"({', '.join(old[:3])}{', ...' if len(old) > 3 else ''}): re-sent rows of those "
+            f"exports will be published again; rebuild the lake: move {settings.lake_dir} "
+            "aside and ingest the exports again (docs/ingestion.md, old lakes)"
+        )
+    return old
+
+
 def _key_event_ids(settings: Settings, batch_dir: Path) -> None:
     """Key an imported batch's event ids under the pseudonym key (they hash raw listener ids)."""
     from crossfade.data.importers.staging import key_event_ids
@@ -280,6 +297,8 @@ def ingest_flow(
         _publish_artifacts(outcome)
         return outcome.to_dict()
 
+    if fmt:
+        _warn_old_lake(settings)
     if batch_dir is None and fmt:
         batch_dir = _import_or_quarantine(settings, fmt, Path(path or ""), run_id, run_name)
     elif batch_dir is None:

@@ -20,7 +20,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -224,6 +224,7 @@ def publish_batch(batch_dir: Path, lake_dir: Path) -> dict[str, Any]:
             "batch_id": info.batch_id,
             "source": info.source,
             "fingerprint": info.details.get("fingerprint"),
+            EVENT_ID_SCHEME: info.details.get(EVENT_ID_SCHEME),
             "window_start": info.window_start.isoformat(),
             "window_end": info.window_end.isoformat(),
             "published_at": datetime.now(UTC).isoformat(),
@@ -246,6 +247,24 @@ def manifests(lake_dir: Path) -> list[dict[str, Any]]:
         return []
     found = [json.loads(p.read_text()) for p in folder.glob("*.json")]
     return sorted(found, key=lambda m: (m["published_at"], m["batch_id"]))
+
+
+EVENT_ID_SCHEME = "event_id_scheme"  # batch.json details and manifests of imported batches
+CONTENT_IDS = "content"  # content-hash event ids, name-free fingerprints
+KEYED_CONTENT_IDS = "content-keyed"  # the same, keyed under the pseudonym key
+
+
+def old_style_imports(lake_dir: Path, sources: Iterable[str], expected: str) -> list[str]:
+    """Published imported batches (from `sources`) whose event ids are not of the `expected`
+    scheme: ids by row number or fingerprints by file name (no scheme recorded: before content
+    ids), or an unkeyed hash where the stores are pseudonymous. Their events match nothing a
+    new import stages, so a re-sent export would be published again."""
+    names = set(sources)
+    return [
+        m["batch_id"]
+        for m in manifests(lake_dir)
+        if m.get("source") in names and m.get(EVENT_ID_SCHEME) != expected
+    ]
 
 
 def published_fingerprints(lake_dir: Path) -> dict[str, str]:

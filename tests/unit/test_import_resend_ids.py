@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from crossfade import columns as C
 from crossfade.data import domains as D
 from crossfade.data import lake
 from crossfade.data.importers import FORMATS, ImportFormatError, import_path
+from crossfade.data.importers.staging import key_event_ids
 from tests.fixtures.importer_samples import interactions_frame, write_lastfm, write_udata
 
 
@@ -74,3 +76,22 @@ def test_an_id_too_long_once_prefixed_is_refused_at_import(tmp_path: Path) -> No
     with pytest.raises(ImportFormatError, match=r"data row 3 has a item id .* at most 114"):
         import_path("interactions", path, tmp_path / "staging")
     assert not (tmp_path / "staging").exists()
+
+
+def test_old_style_lakes_are_detected(tmp_path: Path) -> None:
+    lake_dir = tmp_path / "lake"
+    plain = import_path("interactions", _interactions(tmp_path / "a"), tmp_path / "staging")
+    keyed = import_path("interactions", _interactions(tmp_path / "b"), tmp_path / "staging")
+    key_event_ids(keyed, b"k" * 32, "kid")
+    ids = {p.name: lake.read_batch_info(p).batch_id for p in (plain, keyed)}
+    for batch in (plain, keyed):
+        lake.publish_batch(batch, lake_dir)
+    old = json.loads(next((lake_dir / lake.MANIFESTS).glob("*.json")).read_text())
+    old.pop(lake.EVENT_ID_SCHEME)  # as written before content event ids
+    old["batch_id"] = "interactions-old"
+    (lake_dir / lake.MANIFESTS / "interactions-old.json").write_text(json.dumps(old))
+    pseudonymous = lake.old_style_imports(lake_dir, FORMATS, lake.KEYED_CONTENT_IDS)
+    assert sorted(pseudonymous) == sorted(["interactions-old", ids[plain.name]])
+    raw = lake.old_style_imports(lake_dir, FORMATS, lake.CONTENT_IDS)
+    assert sorted(raw) == sorted(["interactions-old", ids[keyed.name]])
+    assert lake.old_style_imports(lake_dir, ["simulator"], lake.CONTENT_IDS) == []

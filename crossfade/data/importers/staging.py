@@ -409,6 +409,7 @@ def key_event_ids(batch_dir: Path, key: bytes, key_id: str) -> int:
         lake.atomic_write_parquet(table, part)
         rows += table.num_rows
     info.details[EVENT_ID_KEY_DETAIL] = key_id
+    info.details[lake.EVENT_ID_SCHEME] = lake.KEYED_CONTENT_IDS
     lake.update_batch_info(batch_dir, info)
     return rows
 
@@ -456,6 +457,7 @@ def stage_source(
             "source_path": str(path.resolve()),
             "files": [str(f.resolve()) for f in source.files],
             "id_prefix": source.prefix,
+            lake.EVENT_ID_SCHEME: lake.CONTENT_IDS,
             "value_column": builder.value_kind,
             "mapping": source.notes,
             "defaults": {
