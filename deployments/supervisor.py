@@ -128,11 +128,8 @@ class Supervisor:
         if member.status == "failed":  # already given up on (and reported): stays down
             self.say(f"{member.name}: supervisor step failed ({where})")
             return
-        now = self.clock()
-        cfg = self.settings.gateway
-        while member.restarts and now - member.restarts[0] > cfg.restart_window_seconds:
-            member.restarts.popleft()
-        if len(member.restarts) >= cfg.max_restarts:
+        now, cfg = self.clock(), self.settings.gateway
+        if self._budget_spent(member, now):
             member.status = "failed"
             self.say(
                 f"{member.name}: supervisor step failed ({where}); {len(member.restarts)} failed "
@@ -153,6 +150,13 @@ class Supervisor:
             f"{member.name}: supervisor step failed ({where}); counted as a failed restart, "
             f"cleaning up and restarting in {backoff:.0f} s"
         )
+
+    def _budget_spent(self, member: Member, now: float) -> bool:
+        """Whether `member` used its restarts inside the window (older restarts forgotten)."""
+        cfg = self.settings.gateway
+        while member.restarts and now - member.restarts[0] > cfg.restart_window_seconds:
+            member.restarts.popleft()
+        return len(member.restarts) >= cfg.max_restarts
 
     def _log_error(self, name: str, exc: Exception) -> str:
         """Append `exc`'s traceback to the supervisor log; returns the log's path."""
@@ -202,11 +206,8 @@ class Supervisor:
         member.status = "dying"
         self._clean_up(member.name)
         rolled = self._roll_back_if_in_use(member.name)
-        now = self.clock()
-        cfg = self.settings.gateway
-        while member.restarts and now - member.restarts[0] > cfg.restart_window_seconds:
-            member.restarts.popleft()
-        if len(member.restarts) >= cfg.max_restarts:
+        now, cfg = self.clock(), self.settings.gateway
+        if self._budget_spent(member, now):
             member.status = "failed"
             self.say(
                 f"{member.name} died ({why}){rolled}; it died {len(member.restarts)} times "
